@@ -1,0 +1,262 @@
+"""Every distance tripletkit uses, in one place.
+
+Four metrics, all "smaller means closer", so every loss and miner can treat them alike:
+
+=====================  ===========================  ====================================
+metric                 d(x, y)                      range for L2-normalised embeddings
+=====================  ===========================  ====================================
+``squared_euclidean``  ||x - y||²                   [0, 4]
+``euclidean``          ||x - y||                    [0, 2]
+``cosine``             1 - x·y / (||x|| ||y||)      [0, 2]
+``dot``                -x·y                         [-1, 1]
+=====================  ===========================  ====================================
+
+Numerical safety, which hand-rolled triplet losses usually get wrong:
+
+* ``euclidean`` takes the square root of a clamped squared distance, and its gradient is 0 (not NaN
+  or Inf) where the distance is 0: duplicated rows and an item compared with itself are safe.
+* Squared distances computed as ``|x|² + |y|² - 2 x·y`` can come out slightly negative through
+  rounding; they are clamped at 0, and an item's distance to itself is exactly 0.
+* ``cosine`` of a zero vector is defined (its normalised form is the zero vector), with finite
+  gradients.
+* float16 and bfloat16 inputs are computed, and returned, in float32.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+from tripletkit.validation import check_choice, check_embeddings, check_same_dim
+
+__all__ = [
+    "METRICS",
+    "DistanceFn",
+    "Metric",
+    "paired_distances",
+    "pairwise_distances",
+    "pairwise_distances_unchecked",
+    "pairwise_distances_vjp",
+    "resolve_distance",
+]
+
+Metric = Literal["squared_euclidean", "euclidean", "cosine", "dot"]
+METRICS: tuple[str, ...] = ("squared_euclidean", "euclidean", "cosine", "dot")
+
+#: A pairwise distance: ``(x: (N, D), y: (M, D)) -> (N, M)``, smaller meaning closer.
+DistanceFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+# Squared distances at or below this are treated as exactly 0 by the euclidean square root, so that
+# the gradient there is 0 rather than 1 / (2 sqrt(rounding noise)).
+_SQRT_FLOOR = 1e-12
+
+
+def _as_compute_dtype(x: torch.Tensor) -> torch.Tensor:
+    if x.dtype in (torch.float16, torch.bfloat16):
+        return x.float()
+    return x
+
+
+def _safe_sqrt(squared: torch.Tensor) -> torch.Tensor:
+    positive = squared > _SQRT_FLOOR
+    return torch.where(positive, squared.clamp_min(_SQRT_FLOOR).sqrt(), torch.zeros_like(squared))
+
+
+def _squared_euclidean(x: torch.Tensor, y: torch.Tensor, same: bool) -> torch.Tensor:
+    x_sq = (x * x).sum(dim=1)
+    y_sq = x_sq if same else (y * y).sum(dim=1)
+    # addmm fuses the product with one of the norm terms: fewer passes over the (N, M) result.
+    squared = torch.addmm(y_sq.unsqueeze(0), x, y.T, alpha=-2.0)
+    squared = squared.add_(x_sq.unsqueeze(1)).clamp_min_(0.0)
+    if same:
+        squared.diagonal().zero_()
+    return squared
+
+
+def pairwise_distances(
+    x: torch.Tensor, y: torch.Tensor | None = None, metric: Metric | str = "squared_euclidean"
+) -> torch.Tensor:
+    """Distances between every row of ``x`` and every row of ``y``.
+
+    Args:
+        x: ``(N, D)`` float embeddings.
+        y: ``(M, D)`` float embeddings; ``None`` means ``x`` itself (then the diagonal of the
+            euclidean metrics is exactly 0).
+        metric: one of :data:`METRICS`.
+
+    Returns:
+        ``(N, M)`` distances, float32 for half-precision inputs, else the input dtype.
+
+    >>> x = torch.tensor([[0.0, 0.0], [3.0, 4.0]])
+    >>> pairwise_distances(x, metric="euclidean")
+    tensor([[0., 5.],
+            [5., 0.]])
+    """
+    check_choice(metric, METRICS, "metric")
+    x = check_embeddings(x, "x")
+    if y is not None:
+        y = check_embeddings(y, "y")
+        check_same_dim(x, y, "x", "y")
+    return pairwise_distances_unchecked(x, y, metric)
+
+
+def pairwise_distances_unchecked(
+    x: torch.Tensor, y: torch.Tensor | None, metric: str
+) -> torch.Tensor:
+    """:func:`pairwise_distances` without input checks, for callers that validated already."""
+    x = _as_compute_dtype(x)
+    same = y is None
+    if same:
+        y = x
+    else:
+        y = _as_compute_dtype(y)
+        if y.dtype != x.dtype:
+            common = torch.promote_types(x.dtype, y.dtype)
+            x, y = x.to(common), y.to(common)
+    if metric == "squared_euclidean":
+        return _squared_euclidean(x, y, same)
+    if metric == "euclidean":
+        return _safe_sqrt(_squared_euclidean(x, y, same))
+    if metric == "cosine":
+        x_unit = F.normalize(x, dim=1)
+        y_unit = x_unit if same else F.normalize(y, dim=1)
+        one = torch.ones((), dtype=x.dtype, device=x.device)
+        return torch.addmm(one, x_unit, y_unit.T, alpha=-1.0)
+    return -(x @ y.T)
+
+
+def _normalize_vjp(x: torch.Tensor, grad_unit: torch.Tensor) -> torch.Tensor:
+    """Gradient through ``F.normalize(x, dim=1)`` (x / max(||x||, eps)), given d/d(unit)."""
+    norm = x.norm(dim=1, keepdim=True)
+    eps = 1e-12
+    unit = x / norm.clamp_min(eps)
+    radial = (unit * grad_unit).sum(dim=1, keepdim=True)
+    return torch.where(
+        norm > eps, (grad_unit - unit * radial) / norm.clamp_min(eps), grad_unit / eps
+    )
+
+
+def pairwise_distances_vjp(
+    x: torch.Tensor,
+    y: torch.Tensor,
+    grad: torch.Tensor,
+    metric: str,
+    distances: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The backward pass of :func:`pairwise_distances`, by hand: ``(dL/dx, dL/dy)`` from ``dL/dD``.
+
+    Lets a loss that computes the gradient with respect to the distances itself (the mining
+    kernels) skip the autograd graph of an ``(N, M)`` matrix: two matrix products instead.
+
+    Args:
+        x: ``(N, D)`` and ``y``: ``(M, D)``, the inputs of the distance (``y`` may be ``x``).
+        grad: ``(N, M)`` gradient of the loss with respect to the distances, dense or sparse COO
+            (a sparse gradient, e.g. from picked pairs, costs O(nonzeros · D)).
+        metric: one of :data:`METRICS`.
+        distances: the ``(N, M)`` euclidean distances, if at hand (recomputed otherwise).
+
+    Returns:
+        Gradients with respect to ``x`` and ``y``, in their dtypes.
+
+    >>> x = torch.tensor([[0.0, 0.0]]); y = torch.tensor([[3.0, 4.0]])
+    >>> pairwise_distances_vjp(x, y, torch.ones(1, 1), "euclidean")
+    (tensor([[-0.6000, -0.8000]]), tensor([[0.6000, 0.8000]]))
+    """
+    xc, yc = _as_compute_dtype(x), _as_compute_dtype(y)
+    if yc.dtype != xc.dtype:
+        common = torch.promote_types(xc.dtype, yc.dtype)
+        xc, yc = xc.to(common), yc.to(common)
+    grad = grad.to(xc.dtype)
+    sparse = grad.is_sparse
+    if sparse:
+        grad = grad.coalesce()
+    if metric == "euclidean":
+        if sparse:
+            rows, cols = grad.indices()
+            at = _safe_sqrt(((xc[rows] - yc[cols]) ** 2).sum(dim=1))
+            values = grad.values()
+            values = torch.where(at > 0, values / (2.0 * at).clamp_min(_SQRT_FLOOR), 0.0)
+            grad = torch.sparse_coo_tensor(grad.indices(), values, grad.shape, is_coalesced=True)
+        else:
+            if distances is None:
+                distances = pairwise_distances_unchecked(xc, yc, "euclidean")
+            grad = torch.where(distances > 0, grad / (2.0 * distances).clamp_min(_SQRT_FLOOR), 0.0)
+
+    def times_y(g: torch.Tensor, y_: torch.Tensor) -> torch.Tensor:
+        return torch.sparse.mm(g, y_) if sparse else g @ y_
+
+    def times_x(g: torch.Tensor, x_: torch.Tensor) -> torch.Tensor:
+        return torch.sparse.mm(g.t(), x_) if sparse else g.T @ x_
+
+    if metric in ("squared_euclidean", "euclidean"):
+        if sparse:
+            row_sum = torch.sparse.sum(grad, dim=1).to_dense()
+            col_sum = torch.sparse.sum(grad, dim=0).to_dense()
+        else:
+            row_sum, col_sum = grad.sum(dim=1), grad.sum(dim=0)
+        grad_x = 2.0 * (row_sum.unsqueeze(1) * xc - times_y(grad, yc))
+        grad_y = 2.0 * (col_sum.unsqueeze(1) * yc - times_x(grad, xc))
+    elif metric == "cosine":
+        grad_x = _normalize_vjp(xc, -times_y(grad, F.normalize(yc, dim=1)))
+        grad_y = _normalize_vjp(yc, -times_x(grad, F.normalize(xc, dim=1)))
+    elif metric == "dot":
+        grad_x = -times_y(grad, yc)
+        grad_y = -times_x(grad, xc)
+    else:
+        check_choice(metric, METRICS, "metric")
+    return grad_x.to(x.dtype), grad_y.to(y.dtype)
+
+
+def paired_distances(
+    x: torch.Tensor, y: torch.Tensor, metric: Metric | str = "squared_euclidean"
+) -> torch.Tensor:
+    """Distance between row ``i`` of ``x`` and row ``i`` of ``y``, for every ``i``.
+
+    Args:
+        x, y: ``(N, D)`` float embeddings.
+        metric: one of :data:`METRICS`.
+
+    Returns:
+        ``(N,)`` distances (computed as differences, so exact for identical rows).
+
+    >>> paired_distances(torch.tensor([[0.0, 0.0]]), torch.tensor([[3.0, 4.0]]), "euclidean")
+    tensor([5.])
+    """
+    check_choice(metric, METRICS, "metric")
+    x = _as_compute_dtype(check_embeddings(x, "x"))
+    y = _as_compute_dtype(check_embeddings(y, "y"))
+    check_same_dim(x, y, "x", "y")
+    if x.shape[0] != y.shape[0]:
+        raise ValueError(f"x has {x.shape[0]} rows but y has {y.shape[0]}; they must match")
+    if y.dtype != x.dtype:
+        common = torch.promote_types(x.dtype, y.dtype)
+        x, y = x.to(common), y.to(common)
+    if metric in ("squared_euclidean", "euclidean"):
+        squared = ((x - y) ** 2).sum(dim=1)
+        return squared if metric == "squared_euclidean" else _safe_sqrt(squared)
+    if metric == "cosine":
+        return 1.0 - (F.normalize(x, dim=1) * F.normalize(y, dim=1)).sum(dim=1)
+    return -(x * y).sum(dim=1)
+
+
+def resolve_distance(distance: Metric | str | DistanceFn) -> tuple[str, DistanceFn]:
+    """Turn a metric name or a user function into ``(name, fn)`` with ``fn(x, y) -> (N, M)``.
+
+    Losses accept either; a custom function must return distances where smaller means closer.
+
+    >>> name, fn = resolve_distance("cosine")
+    >>> name
+    'cosine'
+    """
+    if callable(distance):
+        name = getattr(distance, "__name__", type(distance).__name__)
+        return name, distance
+    metric = check_choice(distance, METRICS, "distance")
+
+    def fn(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return pairwise_distances(x, y, metric)
+
+    return metric, fn

@@ -1,0 +1,504 @@
+"""The batch triplet loss with exact online mining, in O(B·M) memory or O(chunk·M) with chunking.
+
+No triplet is ever materialised. The anchors' distances to the references are computed (in chunks
+of anchors when a memory budget asks for it), and a per-anchor kernel
+(:mod:`~tripletkit.functional.triplet_kernels_numba` on CPU,
+:mod:`~tripletkit.functional.triplet_kernels_torch` elsewhere) mines every anchor's row exactly and
+writes the gradient with respect to the distances by hand. With several chunks the distances are
+recomputed in the backward pass instead of being kept, so peak memory stays O(chunk × M).
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from tripletkit.distances import (
+    DistanceFn,
+    Metric,
+    pairwise_distances_unchecked,
+    pairwise_distances_vjp,
+    resolve_distance,
+)
+from tripletkit.errors import NoTripletsWarning
+from tripletkit.functional import triplet_kernels_torch
+from tripletkit.functional.mining_modes import MINING_CODES, MINING_MODES
+from tripletkit.functional.triplet_stats import TripletStats
+from tripletkit.pairs import LabelGroups, PositiveTable, self_indices
+from tripletkit.validation import (
+    check_choice,
+    check_embeddings,
+    check_labels,
+    check_nonnegative,
+    check_same_dim,
+)
+
+try:  # numba is a dependency; the torch kernels cover its absence and non-CPU devices.
+    from tripletkit.functional import triplet_kernels_numba
+    from tripletkit.functional.triplet_kernels_numba import DENSE_MAX_POSITIVES
+except ImportError:  # pragma: no cover - exercised only without numba
+    triplet_kernels_numba = None
+    DENSE_MAX_POSITIVES = 48
+
+__all__ = ["BACKENDS", "DEFAULT_CHUNK_ELEMENTS", "batch_triplet_loss"]
+
+BACKENDS: tuple[str, ...] = ("auto", "numba", "torch")
+
+#: Default memory budget: anchors are processed in chunks of at most this many anchor-reference
+#: distances (2**24 float32 = 64 MiB per distance matrix chunk).
+DEFAULT_CHUNK_ELEMENTS = 2**24
+
+STAT_COLUMNS = 8
+(
+    _LOSS_SUM,
+    _SELECTED,
+    _ACTIVE,
+    _POS_SUM,
+    _NEG_SUM,
+    _NEG_COUNT,
+    _POS_MAX,
+    _NEG_MIN,
+) = range(STAT_COLUMNS)
+
+
+@dataclass(frozen=True)
+class _MiningSpec:
+    margin: float
+    mode: int
+    soft: bool
+    backend: str
+    dense_max: int
+
+
+#: Selection modes whose picks fit this many (anchor, slot) entries keep them from the forward pass
+#: and back-propagate through the picked pairs only, never touching the distance matrix again.
+PICKS_BUDGET = 2**22
+
+
+@dataclass
+class _Picks:
+    """The triplets a selection mode picked: ``(anchor row, positive ref, negative ref, slope)``."""
+
+    rows: torch.Tensor
+    pos: torch.Tensor
+    neg: torch.Tensor
+    slope: torch.Tensor
+
+    @staticmethod
+    def from_kernel(start: int, pick_pos, pick_neg, pick_slope) -> _Picks:
+        keep = pick_slope != 0
+        rows = torch.arange(pick_pos.shape[0], device=pick_pos.device).unsqueeze(1) + start
+        return _Picks(
+            rows.expand_as(pick_pos)[keep], pick_pos[keep], pick_neg[keep], pick_slope[keep]
+        )
+
+    @staticmethod
+    def cat(parts: list[_Picks]) -> _Picks:
+        return _Picks(*(torch.cat([getattr(p, f) for p in parts]) for f in _PICKS_FIELDS))
+
+    def to_dense(self, start: int, shape: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
+        """d(loss sum)/d(dist) of a chunk whose first anchor row is ``start``."""
+        grad = torch.zeros(shape, dtype=like.dtype, device=like.device)
+        slope = self.slope.to(like.dtype)
+        grad.index_put_((self.rows - start, self.pos), slope, accumulate=True)
+        grad.index_put_((self.rows - start, self.neg), -slope, accumulate=True)
+        return grad
+
+
+_PICKS_FIELDS = ("rows", "pos", "neg", "slope")
+
+
+def _kernel_input(dist: torch.Tensor) -> torch.Tensor:
+    work = dist.detach()
+    if work.dtype not in (torch.float32, torch.float64):
+        work = work.float()
+    return work.contiguous()
+
+
+def _mine_ranges(
+    dist: torch.Tensor,
+    anchor_labels: torch.Tensor,
+    ref_labels: torch.Tensor,
+    table: PositiveTable,
+    spec: _MiningSpec,
+    want_grad: bool,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Range modes: per-anchor statistics ``(c, STAT_COLUMNS)`` float64 and, if ``want_grad``,
+    d(sum of the chunk's losses)/d(dist)."""
+    work = _kernel_input(dist)
+    if spec.backend == "numba":
+        stats = np.empty((work.shape[0], STAT_COLUMNS), dtype=np.float64)
+        shape = work.shape if want_grad else (0, work.shape[1])
+        grad = torch.empty(shape, dtype=work.dtype)
+        triplet_kernels_numba.mine_ranges(
+            work.numpy(),
+            anchor_labels.numpy(),
+            ref_labels.numpy(),
+            table.index.numpy(),
+            table.count.numpy(),
+            spec.margin,
+            spec.mode,
+            spec.soft,
+            spec.dense_max,
+            stats,
+            grad.numpy(),
+        )
+        return torch.from_numpy(stats), (grad if want_grad else None)
+    return triplet_kernels_torch.mine_ranges(
+        work,
+        anchor_labels,
+        ref_labels,
+        table.index,
+        table.count,
+        spec.margin,
+        spec.mode,
+        spec.soft,
+        want_grad,
+    )
+
+
+def _mine_picks(
+    dist: torch.Tensor,
+    anchor_labels: torch.Tensor,
+    ref_labels: torch.Tensor,
+    table: PositiveTable,
+    spec: _MiningSpec,
+    start: int,
+) -> tuple[torch.Tensor, _Picks]:
+    """Selection modes: per-anchor statistics and the picked triplets (rows offset by ``start``)."""
+    work = _kernel_input(dist)
+    if spec.backend == "numba":
+        rows = work.shape[0]
+        width = max(table.index.shape[1], 1) if spec.mode == SEMIHARD else 1
+        stats = np.empty((rows, STAT_COLUMNS), dtype=np.float64)
+        pick_pos = np.empty((rows, width), dtype=np.int64)
+        pick_neg = np.empty((rows, width), dtype=np.int64)
+        pick_slope = np.empty((rows, width), dtype=np.float64)
+        triplet_kernels_numba.mine_picks(
+            work.numpy(),
+            anchor_labels.numpy(),
+            ref_labels.numpy(),
+            table.index.numpy(),
+            table.count.numpy(),
+            spec.margin,
+            spec.mode,
+            spec.soft,
+            spec.dense_max,
+            stats,
+            pick_pos,
+            pick_neg,
+            pick_slope,
+        )
+        tensors = [torch.from_numpy(a) for a in (stats, pick_pos, pick_neg, pick_slope)]
+    else:
+        tensors = triplet_kernels_torch.mine_picks(
+            work,
+            anchor_labels,
+            ref_labels,
+            table.index,
+            table.count,
+            spec.margin,
+            spec.mode,
+            spec.soft,
+        )
+    stats, pick_pos, pick_neg, pick_slope = tensors
+    return stats, _Picks.from_kernel(start, pick_pos, pick_neg, pick_slope)
+
+
+@dataclass
+class _Plan:
+    """Everything the autograd function needs besides the two embedding tensors."""
+
+    chunks: list[tuple[int, int, PositiveTable]]
+    labels: torch.Tensor
+    ref_labels: torch.Tensor
+    metric: str | None  # a named metric (hand-written backward), or None for ``distance_fn``
+    distance_fn: DistanceFn
+    spec: _MiningSpec
+    dtype: torch.dtype
+    # "picks": keep the picked pairs; "keep": keep the chunk's dense gradient (one chunk only);
+    # "recompute": recompute and re-mine every chunk in the backward pass.
+    strategy: str
+
+    def distances(self, anchors: torch.Tensor, refs: torch.Tensor) -> torch.Tensor:
+        if self.metric is not None:
+            return pairwise_distances_unchecked(anchors, refs, self.metric)
+        return self.distance_fn(anchors, refs)
+
+    def mine(self, dist, start, stop, table, want_grad):
+        """Statistics and (picks or dense gradient or None) of one chunk."""
+        labels = self.labels[start:stop]
+        if self.spec.mode in _PICK_MODES:
+            stats, picks = _mine_picks(dist, labels, self.ref_labels, table, self.spec, start)
+            if self.strategy == "picks":
+                return stats, picks
+            return stats, (picks.to_dense(start, dist.shape, dist) if want_grad else None)
+        return _mine_ranges(dist, labels, self.ref_labels, table, self.spec, want_grad)
+
+    def dense_vjp(self, anchors, refs, grad_dist, dist, need_anchors, need_refs):
+        """Gradients of a chunk's loss sum with respect to (anchors, refs), from d/d(dist)."""
+        if self.metric is not None:
+            return pairwise_distances_vjp(anchors, refs, grad_dist, self.metric, dist)
+        with torch.enable_grad():
+            anchors_leaf = anchors.detach().requires_grad_(need_anchors)
+            refs_leaf = refs.detach().requires_grad_(need_refs)
+            dist = self.distance_fn(anchors_leaf, refs_leaf)
+            inputs = [t for t in (anchors_leaf, refs_leaf) if t.requires_grad]
+            grads = list(torch.autograd.grad(dist, inputs, grad_dist.to(dist.dtype)))
+        grad_anchors = grads.pop(0) if need_anchors else None
+        grad_refs = grads.pop(0) if need_refs else None
+        return grad_anchors, grad_refs
+
+    def pairs_vjp(self, anchors, refs, picks: _Picks):
+        """Gradients of sum(slope * (d(a, p) - d(a, n))) over the picked pairs (sparse)."""
+        indices = torch.stack(
+            [torch.cat([picks.rows, picks.rows]), torch.cat([picks.pos, picks.neg])]
+        )
+        values = torch.cat([picks.slope, -picks.slope])
+        shape = (anchors.shape[0], refs.shape[0])
+        grad = torch.sparse_coo_tensor(indices, values, shape, check_invariants=False)
+        return pairwise_distances_vjp(anchors, refs, grad, self.metric)
+
+
+_PICK_MODES = (MINING_CODES["hard"], MINING_CODES["easy-positive"], MINING_CODES["semihard"])
+SEMIHARD = MINING_CODES["semihard"]
+
+
+class _MinedTripletLossSum(torch.autograd.Function):
+    """Sum of the mined triplet losses of all anchors, chunk by chunk (see ``_Plan.strategy``)."""
+
+    @staticmethod
+    def forward(ctx: Any, anchors: torch.Tensor, refs: torch.Tensor, plan: _Plan):
+        chunk_stats, kept = [], []
+        for start, stop, table in plan.chunks:
+            dist = plan.distances(anchors[start:stop], refs)
+            stats, grad_or_picks = plan.mine(dist, start, stop, table, plan.strategy == "keep")
+            chunk_stats.append(stats)
+            if plan.strategy == "keep":
+                kept = [(dist, grad_or_picks)]
+            elif plan.strategy == "picks":
+                kept.append(grad_or_picks)
+        stats = torch.cat(chunk_stats)
+        ctx.kept = _Picks.cat(kept) if plan.strategy == "picks" else kept
+        ctx.save_for_backward(anchors, refs)
+        ctx.plan = plan
+        ctx.mark_non_differentiable(stats)
+        return stats[:, _LOSS_SUM].sum().to(plan.dtype), stats
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss: torch.Tensor, _grad_stats: torch.Tensor):
+        anchors, refs = ctx.saved_tensors
+        plan = ctx.plan
+        need_anchors, need_refs = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        # The loss is linear in the kernels' gradients: scale the (n, D) results, not (n, M).
+        scale = grad_loss.to(torch.float64)
+        if plan.strategy == "picks":
+            grads = plan.pairs_vjp(anchors, refs, ctx.kept)
+            return (*tuple(None if g is None else g * scale.to(g.dtype) for g in grads), None)
+        grad_anchors = torch.zeros_like(anchors) if need_anchors else None
+        grad_refs = torch.zeros_like(refs) if need_refs else None
+        for start, stop, table in plan.chunks:
+            chunk = anchors[start:stop]
+            if plan.strategy == "keep":
+                dist, grad_dist = ctx.kept[0]
+            else:
+                with torch.no_grad():
+                    dist = plan.distances(chunk, refs)
+                _, grad_dist = plan.mine(dist, start, stop, table, True)
+            grad_chunk, grad_ref_part = plan.dense_vjp(
+                chunk, refs, grad_dist, dist, need_anchors, need_refs
+            )
+            if need_anchors:
+                grad_anchors[start:stop] += (grad_chunk * scale).to(anchors.dtype)
+            if need_refs:
+                grad_refs += (grad_ref_part * scale).to(refs.dtype)
+        return grad_anchors, grad_refs, None
+
+
+def _resolve_backend(backend: str, device: torch.device) -> str:
+    check_choice(backend, BACKENDS, "backend")
+    if backend == "auto":
+        return "numba" if device.type == "cpu" and triplet_kernels_numba is not None else "torch"
+    if backend == "numba":
+        if triplet_kernels_numba is None:
+            raise ValueError("backend 'numba' needs the numba package: pip install numba")
+        if device.type != "cpu":
+            raise ValueError(f"backend 'numba' runs on CPU tensors only; got {device.type} tensors")
+    return backend
+
+
+def _aggregate(stats: torch.Tensor, num_valid: int, num_pos_pairs: int) -> TripletStats:
+    column = stats.sum(dim=0)
+    selected = int(column[_SELECTED])
+    active = int(column[_ACTIVE])
+    neg_count = float(column[_NEG_COUNT])
+    pos_max = float(stats[:, _POS_MAX].max()) if stats.shape[0] else float("nan")
+    neg_min = float(stats[:, _NEG_MIN].min()) if stats.shape[0] else float("nan")
+    return TripletStats(
+        num_valid_triplets=num_valid,
+        num_selected=selected,
+        num_active=active,
+        active_triplet_fraction=active / selected if selected else 0.0,
+        mean_positive_distance=float(column[_POS_SUM]) / num_pos_pairs
+        if num_pos_pairs
+        else float("nan"),
+        mean_negative_distance=float(column[_NEG_SUM]) / neg_count if neg_count else float("nan"),
+        hardest_positive_distance=pos_max if pos_max > -np.inf else float("nan"),
+        hardest_negative_distance=neg_min if neg_min < np.inf else float("nan"),
+    )
+
+
+def batch_triplet_loss(
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    ref_embeddings: torch.Tensor | None = None,
+    ref_labels: torch.Tensor | None = None,
+    *,
+    margin: float = 0.2,
+    mining: str = "all",
+    distance: Metric | str | DistanceFn = "squared_euclidean",
+    soft: bool = False,
+    self_ref_index: torch.Tensor | None = None,
+    chunk_size: int | None = None,
+    backend: str = "auto",
+    dense_max_positives: int = DENSE_MAX_POSITIVES,
+    return_stats: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, TripletStats]:
+    """Triplet loss over the triplets mined online from a batch, exactly, without enumerating them.
+
+    Every anchor in ``embeddings`` is mined against the reference set (``embeddings`` itself when
+    ``ref_embeddings`` is None). With ``d`` the distance, α the margin and ``[x]+ = max(x, 0)``, each
+    selected triplet contributes ``[d(a,p) - d(a,n) + α]+``, or ``softplus(d(a,p) - d(a,n))`` with
+    ``soft=True`` (the soft margin of Hermans et al. 2017; α then only bounds the windows). The loss
+    is the mean over what the mode selects:
+
+    * ``"all"``: every valid triplet with a loss > 0 (batch-all; with ``soft``, every valid triplet).
+    * ``"hard"``: per anchor, its farthest positive and closest negative; mean over anchors with
+      both (batch-hard, Hermans et al. 2017, "In Defense of the Triplet Loss").
+    * ``"semihard"``: per positive pair (a, p), the closest negative with d(a,n) > d(a,p), or the
+      farthest negative if none is; mean over positive pairs (FaceNet, Schroff et al. 2015, as in
+      TensorFlow Addons).
+    * ``"semihard-window"``: every triplet with d(a,p) < d(a,n) < d(a,p) + α.
+    * ``"hard-window"``: every triplet with d(a,n) <= d(a,p).
+    * ``"easy-positive"``: per anchor, its closest positive and closest negative (Xuan et al. 2020,
+      "Improved Embeddings with Easy Positive Triplet Mining").
+
+    Ties between equal distances select the reference with the lowest index. A batch with no valid
+    triplet (no positive pair, or no negative) returns 0.0, still connected to the graph, and warns
+    with :class:`~tripletkit.errors.NoTripletsWarning`.
+
+    Cost: time O(B·M·(D + log P)) for B anchors, M references, P positives per anchor (the soft
+    forms of ``all`` and the windows: O(B·M·P)); memory O(B·M), or O(chunk_size·M) when chunked.
+
+    Args:
+        embeddings: ``(B, D)`` float anchor embeddings.
+        labels: ``(B,)`` integer labels.
+        ref_embeddings: ``(M, D)`` float reference embeddings, or None for ``embeddings``.
+        ref_labels: ``(M,)`` integer labels; required exactly when ``ref_embeddings`` is given.
+        margin: α >= 0.
+        mining: one of :data:`~tripletkit.functional.mining_modes.MINING_MODES`.
+        distance: a metric name from :data:`~tripletkit.distances.METRICS`, or a function
+            ``(x, y) -> (N, M)`` distances.
+        soft: use the soft margin ``softplus(d_ap - d_an)`` instead of the hinge.
+        self_ref_index: ``(B,)`` int64, the reference index that is each anchor's own copy (-1:
+            none); it is never a positive. Defaults to ``arange(B)`` when mining against itself.
+        chunk_size: anchors per chunk; None picks chunks of about 2**24 distances. With more than
+            one chunk the distances are recomputed in the backward pass.
+        backend: ``"auto"`` (numba on CPU, torch elsewhere), ``"numba"`` or ``"torch"``.
+        dense_max_positives: numba kernel tuning: anchors with at most this many positives are
+            mined with one vectorised pass per positive, others by binary search (same result).
+        return_stats: also return a :class:`~tripletkit.functional.triplet_stats.TripletStats`.
+
+    Returns:
+        The scalar loss (float32 for half-precision inputs), and the statistics if asked.
+
+    Example:
+        >>> import torch
+        >>> from tripletkit.functional import batch_triplet_loss
+        >>> embeddings = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.1]])
+        >>> labels = torch.tensor([0, 0, 1, 1])
+        >>> loss, stats = batch_triplet_loss(embeddings, labels, margin=1.0, mining="hard",
+        ...                                  return_stats=True)
+        >>> round(float(loss), 4), stats.num_selected  # per anchor: 1, 0.19, 0.01, 0
+        (0.3, 4)
+    """
+    embeddings = check_embeddings(embeddings, "embeddings")
+    device = embeddings.device
+    num_anchors = embeddings.shape[0]
+    labels = check_labels(labels, num_anchors, device, "labels")
+    if (ref_embeddings is None) != (ref_labels is None):
+        raise ValueError(
+            "ref_embeddings and ref_labels must be given together (or both left None); got only "
+            + ("ref_embeddings" if ref_labels is None else "ref_labels")
+        )
+    if ref_embeddings is None:
+        refs, ref_labels = embeddings, labels
+        if self_ref_index is None:
+            self_ref_index = self_indices(num_anchors, device)
+    else:
+        refs = check_embeddings(ref_embeddings, "ref_embeddings")
+        check_same_dim(embeddings, refs, "embeddings", "ref_embeddings")
+        ref_labels = check_labels(ref_labels, refs.shape[0], device, "ref_labels")
+    if self_ref_index is not None:
+        self_ref_index = check_labels(self_ref_index, num_anchors, device, "self_ref_index")
+        if bool((self_ref_index >= refs.shape[0]).any()):
+            raise ValueError(f"self_ref_index has values >= the {refs.shape[0]} references")
+    margin = check_nonnegative(margin, "margin")
+    mode = MINING_CODES[check_choice(mining, MINING_MODES, "mining")]
+    metric, distance_fn = resolve_distance(distance)
+    if callable(distance):
+        metric = None
+    backend = _resolve_backend(backend, device)
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive integer or None; got {chunk_size!r}")
+
+    groups = LabelGroups(ref_labels)
+    pos_counts = groups.positive_counts(labels, self_ref_index)
+    neg_counts = groups.negative_counts(labels)
+    num_valid = int((pos_counts * neg_counts).sum())
+    num_pos_pairs = int(pos_counts.sum())
+    out_dtype = torch.promote_types(embeddings.dtype, torch.float32)
+    if num_valid == 0:
+        warnings.warn(
+            f"no valid triplet in this batch of {num_anchors} anchors and {refs.shape[0]} "
+            f"references ({num_pos_pairs} positive pairs, {int((neg_counts > 0).sum())} anchors "
+            "with a negative); the loss is 0. Use a P×K sampler (tripletkit.data.PKSampler) so "
+            "that every batch holds several classes with several items each.",
+            NoTripletsWarning,
+            stacklevel=2,
+        )
+        zero = (embeddings * 0).sum().to(out_dtype)
+        if ref_embeddings is not None:
+            zero = zero + (refs * 0).sum().to(out_dtype)
+        if not return_stats:
+            return zero
+        nan = float("nan")
+        return zero, TripletStats(0, 0, 0, 0.0, nan, nan, nan, nan)
+
+    spec = _MiningSpec(margin, mode, bool(soft), backend, dense_max_positives)
+    num_refs = refs.shape[0]
+    if chunk_size is None:
+        chunk_size = max(1, DEFAULT_CHUNK_ELEMENTS // max(num_refs, 1))
+    chunks = []
+    for start in range(0, num_anchors, chunk_size):
+        stop = min(start + chunk_size, num_anchors)
+        own = None if self_ref_index is None else self_ref_index[start:stop]
+        chunks.append((start, stop, groups.positives(labels[start:stop], own)))
+    if mode in _PICK_MODES and metric is not None:
+        width = int(pos_counts.max()) if mode == SEMIHARD else 1
+        picks_fit = num_anchors * max(width, 1) <= PICKS_BUDGET
+    else:
+        picks_fit = False
+    strategy = "picks" if picks_fit else ("keep" if len(chunks) == 1 else "recompute")
+    plan = _Plan(chunks, labels, ref_labels, metric, distance_fn, spec, out_dtype, strategy)
+    loss_sum, stats = _MinedTripletLossSum.apply(embeddings, refs, plan)
+
+    summary = _aggregate(stats, num_valid, num_pos_pairs)
+    loss = loss_sum.to(out_dtype) / max(summary.num_selected, 1)
+    if return_stats:
+        return loss, summary
+    return loss

@@ -1,0 +1,9 @@
+"""Loss modules: thin ``nn.Module`` shells over :mod:`tripletkit.functional` holding the defaults.
+
+Every batch loss is called the same way, ``loss(embeddings, labels, ref_embeddings=None,
+ref_labels=None)``, and exposes the statistics of its last call as ``loss.last_stats``.
+"""
+
+from tripletkit.losses.triplet import BatchTripletLoss, TripletMarginLoss
+
+__all__ = ["BatchTripletLoss", "TripletMarginLoss"]
