@@ -65,12 +65,13 @@ class Measurement:
 
 _CHILD = r"""
 import importlib, json, resource, statistics, sys, time
-target, kwargs, repeats, min_time = json.loads(sys.argv[1])
+target, kwargs, repeats, min_time, warmup = json.loads(sys.argv[1])
 module_name, function_name = target.split(":")
 sys.path.insert(0, {bench_dir!r})
 step = getattr(importlib.import_module(module_name), function_name)(**kwargs)
 extra = getattr(step, "extra", None)
-step()
+if warmup:
+    step()
 times = []
 start = time.perf_counter()
 while len(times) < repeats or (time.perf_counter() - start < min_time and len(times) < 50):
@@ -103,6 +104,7 @@ def measure(
     config: dict[str, Any],
     *,
     repeats: int = 3,
+    warmup: bool = True,
     min_time_s: float = 0.0,
     timeout_s: float = 600.0,
     rss_limit_mb: float = 20_000.0,
@@ -114,7 +116,7 @@ def measure(
         name: label of the row.
         target: ``"module:function"`` importable from ``benchmarks/``; returns the step callable.
         config: keyword arguments of the target (JSON-serialisable).
-        repeats: timed steps after one warm-up step.
+        repeats: timed steps (after one untimed warm-up step when ``warmup``).
         min_time_s: keep timing (up to 50 steps) until this much time has passed.
         timeout_s: wall-clock limit for the child, set-up included.
         rss_limit_mb: kill the child when its process tree's RSS passes this.
@@ -127,7 +129,7 @@ def measure(
     )
     child_env.update(env or {})
     code = _CHILD.format(bench_dir=str(Path(__file__).resolve().parent))
-    argv = [sys.executable, "-c", code, json.dumps([target, config, repeats, min_time_s])]
+    argv = [sys.executable, "-c", code, json.dumps([target, config, repeats, min_time_s, warmup])]
     proc = subprocess.Popen(
         argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=child_env
     )

@@ -179,7 +179,9 @@ def pairwise_distances_vjp(
             at = _safe_sqrt(((xc[rows] - yc[cols]) ** 2).sum(dim=1))
             values = grad.values()
             values = torch.where(at > 0, values / (2.0 * at).clamp_min(_SQRT_FLOOR), 0.0)
-            grad = torch.sparse_coo_tensor(grad.indices(), values, grad.shape, is_coalesced=True)
+            grad = torch.sparse_coo_tensor(
+                grad.indices(), values, grad.shape, is_coalesced=True, check_invariants=False
+            )
         else:
             if distances is None:
                 distances = pairwise_distances_unchecked(xc, yc, "euclidean")

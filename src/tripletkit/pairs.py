@@ -84,7 +84,7 @@ class LabelGroups:
     def _self_is_positive_slot(
         self, labels: torch.Tensor, self_ref_index: torch.Tensor | None
     ) -> torch.Tensor:
-        if self_ref_index is None:
+        if self_ref_index is None or self.num_refs == 0:
             return torch.zeros_like(labels, dtype=torch.bool)
         has_self = self_ref_index >= 0
         same_label = self.ref_labels[self_ref_index.clamp_min(0)] == labels

@@ -14,6 +14,7 @@ import torch
 __all__ = [
     "check_choice",
     "check_embeddings",
+    "check_finite_distances",
     "check_labels",
     "check_nonnegative",
     "check_same_dim",
@@ -108,3 +109,17 @@ def check_nonnegative(value: Any, name: str) -> float:
     if not number >= 0 or number == float("inf"):
         raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
     return number
+
+
+def check_finite_distances(values: torch.Tensor, what: str = "distances") -> None:
+    """Raise ``ValueError`` if distances overflowed (finite embeddings, infinite distances).
+
+    Squared distances of float32 embeddings with entries above ~1e19 exceed float32's range; the
+    loss would be Inf or NaN. Callers pass a reduction of the distances (a sum is enough: it is
+    finite exactly when every term is).
+    """
+    if not bool(torch.isfinite(values).all()):
+        raise ValueError(
+            f"{what} overflowed to Inf/NaN although the embeddings are finite: their magnitude is "
+            "too large for the dtype. L2-normalise the embeddings (or compute in float64)."
+        )

@@ -32,6 +32,7 @@ from tripletkit.pairs import LabelGroups, PositiveTable, self_indices
 from tripletkit.validation import (
     check_choice,
     check_embeddings,
+    check_finite_distances,
     check_labels,
     check_nonnegative,
     check_same_dim,
@@ -497,6 +498,8 @@ def batch_triplet_loss(
     plan = _Plan(chunks, labels, ref_labels, metric, distance_fn, spec, out_dtype, strategy)
     loss_sum, stats = _MinedTripletLossSum.apply(embeddings, refs, plan)
 
+    # A sum over every anchor's positive and negative distances is finite exactly when all are.
+    check_finite_distances(stats[:, [_POS_SUM, _NEG_SUM, _LOSS_SUM]])
     summary = _aggregate(stats, num_valid, num_pos_pairs)
     loss = loss_sum.to(out_dtype) / max(summary.num_selected, 1)
     if return_stats:

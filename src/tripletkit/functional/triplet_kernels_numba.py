@@ -170,7 +170,8 @@ def _dense_range_pass(d, neg, low, high, inclusive_high, active_below, grad, wan
     """One positive: the negatives with low < d < high (or d <= high when ``inclusive_high``).
 
     Returns (count, sum of their distances, how many of them are < ``active_below``) and subtracts
-    1 from their gradient.
+    1 from the gradient of the active ones (a selected triplet with loss exactly 0 sits at the
+    hinge's kink, where the slope is 0 as in ``torch.relu``).
     """
     count = 0
     total = 0.0
@@ -179,11 +180,12 @@ def _dense_range_pass(d, neg, low, high, inclusive_high, active_below, grad, wan
         value = np.float64(d[n])
         upper = value <= high if inclusive_high else value < high
         selected = neg[n] and value > low and upper
+        is_active = selected and value < active_below
         count += 1 if selected else 0
         total += value if selected else 0.0
-        active += 1 if (selected and value < active_below) else 0
+        active += 1 if is_active else 0
         if want_grad:
-            grad[n] -= 1.0 if selected else 0.0
+            grad[n] -= 1.0 if is_active else 0.0
     return count, total, active
 
 
@@ -248,7 +250,7 @@ def _range_row(
             out[STAT_LOSS_SUM] += count * thresholds[j] - total
             out[STAT_SELECTED] += count
             out[STAT_ACTIVE] += active
-            pos_grad[j] = count
+            pos_grad[j] = active
     else:
         prefix = np.zeros(num_pos + 1, np.float64)
         for j in range(num_pos):
@@ -272,13 +274,16 @@ def _range_row(
                 continue
             out[STAT_SELECTED] += width
             out[STAT_LOSS_SUM] += (prefix[hi] - prefix[lo]) - width * value
-            if mode == HARD_WINDOW:
-                out[STAT_ACTIVE] += hi - max(lo, _count_less_equal(thresholds, num_pos, value))
-            else:
-                out[STAT_ACTIVE] += width
-            if want_grad:
-                grad[n] = -width
-                range_diff[lo] += 1.0
+            # Active: loss > 0, i.e. t_j > d_n; only hard-window (margin 0) selects inactive ones.
+            active_lo = (
+                max(lo, _count_less_equal(thresholds, num_pos, value))
+                if mode == HARD_WINDOW
+                else lo
+            )
+            out[STAT_ACTIVE] += hi - active_lo
+            if want_grad and hi > active_lo:
+                grad[n] = -(hi - active_lo)
+                range_diff[active_lo] += 1.0
                 range_diff[hi] -= 1.0
         running = 0.0
         for j in range(num_pos):

@@ -180,14 +180,18 @@ def mine_ranges(
     prefix = F.pad(torch.cumsum(finite, 1), (1, 0))
     span = prefix.gather(1, hi) - prefix.gather(1, lo) - width.to(f64) * dist.to(f64)
     stats[:, _LOSS_SUM] = torch.where(has, span, torch.zeros_like(span)).sum(1)
+    # Active: loss > 0 (t_j > d_n). Only hard-window (margin 0) selects triplets with loss exactly
+    # 0; they sit at the hinge's kink, where the slope is 0 as in torch.relu.
     if mode == ALL or mode == SEMIHARD_WINDOW:
-        stats[:, _ACTIVE] = stats[:, _SELECTED]
-    else:  # HARD_WINDOW: zero-loss triplets (d_n == t_j, margin 0) are not active
-        active = (hi - torch.maximum(lo, at_most_threshold)).clamp_min(0)
-        stats[:, _ACTIVE] = torch.where(has, active, torch.zeros_like(active)).sum(1).to(f64)
+        active = width
+    else:
+        lo = torch.where(has, torch.maximum(lo, at_most_threshold), torch.zeros_like(lo))
+        active = torch.where(has, (hi - lo).clamp_min(0), torch.zeros_like(lo))
+        hi = torch.where(active > 0, hi, lo)
+    stats[:, _ACTIVE] = active.sum(1).to(f64)
     if want_grad:
-        grad = -width.to(dist.dtype)
-        ones = has.to(dist.dtype)
+        grad = -active.to(dist.dtype)
+        ones = (active > 0).to(dist.dtype)
         diff = torch.zeros(rows.num_rows, rows.num_slots + 1, dtype=dist.dtype, device=dist.device)
         diff.scatter_add_(1, lo, ones)
         diff.scatter_add_(1, hi, -ones)

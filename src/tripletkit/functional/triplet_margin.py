@@ -6,7 +6,12 @@ import torch
 
 from tripletkit.distances import Metric, paired_distances
 from tripletkit.functional.soft_margin import softplus
-from tripletkit.validation import check_choice, check_embeddings, check_nonnegative
+from tripletkit.validation import (
+    check_choice,
+    check_embeddings,
+    check_finite_distances,
+    check_nonnegative,
+)
 
 __all__ = ["triplet_margin_loss"]
 
@@ -64,6 +69,7 @@ def triplet_margin_loss(
     if swap:
         d_an = torch.minimum(d_an, paired_distances(positive, negative, distance))
     gap = d_ap - d_an
+    check_finite_distances(gap.detach())
     losses = softplus(gap) if soft else (gap + margin).clamp_min(0)
     if reduction == "mean":
         return losses.mean() if losses.numel() else losses.sum()
