@@ -1,0 +1,83 @@
+"""Configuration: files, overrides, and errors that name the key."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tripletkit.training.config import RunConfig, config_keys, resolve_config
+
+
+def test_defaults_round_trip_through_json(tmp_path):
+    config = resolve_config()
+    config.save(tmp_path / "config.json")
+    data = json.loads((tmp_path / "config.json").read_text())
+    assert data["loss"]["margin"] == 0.2 and data["data"]["p"] == 5
+    flat = {f"{s}.{k}": v for s, section in data.items() for k, v in section.items()}
+    assert resolve_config(overrides=flat) == config
+
+
+def test_yaml_then_toml_then_flags(tmp_path):
+    (tmp_path / "a.yaml").write_text("loss:\n  margin: 0.5\n  mining: hard\ntrain:\n  epochs: 3\n")
+    (tmp_path / "b.toml").write_text('[loss]\nmining = "semihard"\n[data]\nk = 8\n')
+    config = resolve_config(
+        [tmp_path / "a.yaml", tmp_path / "b.toml"], {"train.epochs": "7", "data.augment": "false"}
+    )
+    assert config.loss.margin == 0.5
+    assert config.loss.mining == "semihard"
+    assert config.data.k == 8
+    assert config.train.epochs == 7
+    assert config.data.augment is False
+
+
+def test_lists_dicts_and_none_from_strings():
+    config = resolve_config(
+        overrides={
+            "data.train_classes": "0,1,2",
+            "loss.options": '{"temperature": 0.1}',
+            "optim.grad_clip": "none",
+        }
+    )
+    assert config.data.train_classes == [0, 1, 2]
+    assert config.loss.options == {"temperature": 0.1}
+    assert config.optim.grad_clip is None
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"loss.margn": 0.1}, "unknown config key 'loss.margn'; did you mean 'loss.margin'?"),
+        ({"trian.epochs": 1}, "did you mean 'train.epochs'?"),
+        ({"train.epochs": "three"}, "config key 'train.epochs' must be an integer; got 'three'"),
+        ({"train.epochs": 2.5}, "must be an integer"),
+        ({"data.augment": "maybe"}, "'data.augment' must be true or false"),
+        ({"train.precision": "fp8"}, "'train.precision' must be one of 'fp32', 'bf16', 'fp16'"),
+        ({"data.k": 1}, "'data.k' must be >= 2"),
+        ({"loss.margin": -0.1}, "'loss.margin' must be >= 0"),
+        ({"optim.lr": 0}, "'optim.lr' must be > 0"),
+    ],
+)
+def test_bad_keys_and_values_are_named(overrides, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("?", r"\?")):
+        resolve_config(overrides=overrides)
+
+
+def test_bad_files(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        resolve_config([tmp_path / "missing.yaml"])
+    (tmp_path / "c.ini").write_text("x")
+    with pytest.raises(ValueError, match=r"unknown format '\.ini'"):
+        resolve_config([tmp_path / "c.ini"])
+    (tmp_path / "d.yaml").write_text("loss: [unclosed\n")
+    with pytest.raises(ValueError, match="is not valid YAML"):
+        resolve_config([tmp_path / "d.yaml"])
+    (tmp_path / "e.yaml").write_text("loss:\n  mining: hard\n  bogus: 1\n")
+    with pytest.raises(ValueError, match=r"unknown config key 'loss\.bogus'"):
+        resolve_config([tmp_path / "e.yaml"])
+
+
+def test_every_key_is_documented_by_its_section():
+    assert "loss.margin" in config_keys()
+    for section in ("data", "model", "loss", "optim", "train"):
+        assert getattr(RunConfig(), section).__doc__
