@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -173,4 +174,59 @@ def test_equal_to_sentence_transformers_on_wordnet_glosses(model: EmbeddingModel
     expected = reference.encode(glosses, convert_to_tensor=True, batch_size=64)
     torch.testing.assert_close(
         model.embed(glosses, batch_size=64), expected.float(), rtol=0, atol=1e-5
+    )
+
+
+def _sentence_transformers_layout(root: Path, pooling_modes: dict[str, bool]) -> Path:
+    """An old-style sentence-transformers directory (transformer in 0_Transformer/, pooling in
+    1_Pooling/) whose files link to the bundled model's."""
+    bundled = bundled_text_model_path()
+    transformer = root / "0_Transformer"
+    transformer.mkdir(parents=True)
+    for name in (
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "vocab.txt",
+        "special_tokens_map.json",
+    ):
+        (transformer / name).symlink_to(bundled / name)
+    (transformer / "sentence_bert_config.json").write_text('{"max_seq_length": 128}')
+    (root / "1_Pooling").mkdir()
+    config = {"word_embedding_dimension": 384, **pooling_modes}
+    (root / "1_Pooling" / "config.json").write_text(json.dumps(config))
+    modules = [
+        {
+            "idx": 0,
+            "name": "0",
+            "path": "0_Transformer",
+            "type": "sentence_transformers.models.Transformer",
+        },
+        {
+            "idx": 1,
+            "name": "1",
+            "path": "1_Pooling",
+            "type": "sentence_transformers.models.Pooling",
+        },
+    ]
+    (root / "modules.json").write_text(json.dumps(modules))
+    return root
+
+
+def test_reads_the_sentence_transformers_layout(tmp_path: Path) -> None:
+    cls_dir = _sentence_transformers_layout(tmp_path / "cls", {"pooling_mode_cls_token": True})
+    model = create_model("text_encoder", model_path=cls_dir, pretrained=False)
+    assert model.backbone.pooling == "cls"
+    assert model.input_spec.max_length == 128
+    assert model.config["model_path"] == str(cls_dir)
+    assert model.embed(["two words"]).shape == (1, 384)
+
+    max_dir = _sentence_transformers_layout(tmp_path / "max", {"pooling_mode_max_tokens": True})
+    with pytest.raises(ValueError, match="pass pooling= explicitly"):
+        create_model("text_encoder", model_path=max_dir, pretrained=False)
+    assert (
+        create_model(
+            "text_encoder", model_path=max_dir, pretrained=False, pooling="mean"
+        ).backbone.pooling
+        == "mean"
     )
