@@ -1,0 +1,60 @@
+"""The small CNN: the image backbone of the side-by-side benchmark with pytorch-metric-learning.
+
+Its architecture is fixed so that both libraries train exactly the same network: three blocks of
+``conv 3x3 (32 / 64 / 128 channels) → batch norm → ReLU → max-pool 2x2``, a global average pool to
+128 features, and (in :func:`~tripletkit.models.create_model`) a linear layer to a 64-d,
+L2-normalised embedding. Designed for 1×28×28 Fashion-MNIST; the pools round up (``ceil_mode``)
+and the final pool is adaptive, so any size and channel count works (scikit-learn digits: 1×8×8).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from tripletkit.models.input_spec import ImageInputSpec
+from tripletkit.models.registry import register_model
+
+__all__ = ["SMALL_CNN_CHANNELS", "SmallCNN", "small_cnn"]
+
+#: Output channels of the three conv blocks.
+SMALL_CNN_CHANNELS: tuple[int, int, int] = (32, 64, 128)
+
+
+class SmallCNN(nn.Module):
+    """``(B, in_channels, H, W) -> (B, 128)``; three conv-BN-ReLU-maxpool blocks, global average pool.
+
+    >>> SmallCNN(in_channels=1)(torch.randn(2, 1, 8, 8)).shape
+    torch.Size([2, 128])
+    """
+
+    def __init__(self, in_channels: int = 1) -> None:
+        super().__init__()
+        if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
+            raise ValueError(f"in_channels must be a positive integer; got {in_channels!r}")
+        blocks: list[nn.Module] = []
+        previous = in_channels
+        for width in SMALL_CNN_CHANNELS:
+            blocks += [
+                # No conv bias: the batch norm that follows has its own shift.
+                nn.Conv2d(previous, width, kernel_size=3, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+                # ceil_mode keeps odd sizes' last row/column (7 -> 4) and never shrinks 1 to 0.
+                nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True),
+            ]
+            previous = width
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.feature_dim = SMALL_CNN_CHANNELS[-1]
+        self.input_spec = ImageInputSpec(channels=in_channels, mean=(0.5,), std=(0.5,))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.input_spec.check(x)
+        return self.pool(self.blocks(x)).flatten(1)
+
+
+@register_model(embedding_dim=64)
+def small_cnn(in_channels: int = 1) -> SmallCNN:
+    """Small 3-block CNN (32/64/128 channels) for small images such as Fashion-MNIST 1×28×28."""
+    return SmallCNN(in_channels=in_channels)
