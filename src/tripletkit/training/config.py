@@ -72,11 +72,15 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """The embedding model, built by name from the registry (``tripletkit.models``)."""
+    """The embedding model, built by name from the registry (``tripletkit.models``).
+
+    ``embedding_dim`` and ``pretrained`` left as None take the model's own defaults (pretrained
+    weights where the model ships them), so a pretrained backbone is never silently random.
+    """
 
     name: str = "small_cnn"
-    embedding_dim: int = 64
-    pretrained: bool = False
+    embedding_dim: int | None = None
+    pretrained: bool | None = None
     normalize: bool = True
     options: dict[str, Any] = field(default_factory=dict)
 
@@ -310,7 +314,6 @@ def _check_ranges(config: RunConfig) -> None:
     positive = {
         "data.p": config.data.p,
         "data.k": config.data.k,
-        "model.embedding_dim": config.model.embedding_dim,
         "train.epochs": config.train.epochs,
         "train.grad_accumulation": config.train.grad_accumulation,
         "train.eval_every_epochs": config.train.eval_every_epochs,
@@ -320,6 +323,10 @@ def _check_ranges(config: RunConfig) -> None:
     for key, value in positive.items():
         if not value > 0:
             raise ValueError(f"config key {key!r} must be > 0; got {value!r}")
+    if config.model.embedding_dim is not None and config.model.embedding_dim < 1:
+        raise ValueError(
+            f"config key 'model.embedding_dim' must be > 0; got {config.model.embedding_dim}"
+        )
     if config.data.k < 2:
         raise ValueError(
             f"config key 'data.k' must be >= 2 (K items per class make the positive pairs); "
