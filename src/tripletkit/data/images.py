@@ -61,7 +61,7 @@ def decode_image(path: str | os.PathLike[str], mode: str | None = "RGB") -> torc
         image = ImageOps.exif_transpose(opened)
         if mode is not None and image.mode != mode:
             image = image.convert(mode)
-        array = np.asarray(image)
+        array = np.array(image)  # a writable copy: torch tensors must be writable
     if array.ndim == 2:
         array = array[:, :, None]
     return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))

@@ -66,12 +66,14 @@ class Manifest:
         columns: column name -> list of ``num_rows`` values (None where a row has no value).
         num_rows: the number of data rows.
         lines: the file line of each row (CSV, JSONL), or None (Parquet: rows are 0-based).
+        kind: ``"csv"`` (also TSV: every value is text), ``"jsonl"`` or ``"parquet"``.
     """
 
     path: Path
     columns: dict[str, list[Any]]
     num_rows: int
     lines: list[int] | None = None
+    kind: str = "csv"
 
     def where(self, row: int) -> str:
         """``"line 7"`` (CSV, JSONL) or ``"row 5"`` (Parquet, 0-based) of a data row."""
@@ -102,8 +104,29 @@ class Manifest:
         return values
 
     def require_labels(self, column: str = "label") -> list[Any]:
-        """The label column's values; raise when a label is missing."""
-        return self.require_values(column, "a label")
+        """The label column's values; raise when a label is missing.
+
+        CSV cells are text: there ``nan`` (as Python writes a missing float) counts as missing,
+        and a column of plainly written integers (``3``, ``-1``; not ``007``) becomes ints, so a
+        CSV and a JSONL manifest of the same data get the same ``classes``.
+        """
+        values = self.columns[column]
+        if self.kind == "csv":
+            values = [
+                None if isinstance(v, str) and v.strip().lower() == "nan" else v for v in values
+            ]
+            self.columns[column] = values
+        values = self.require_values(column, "a label")
+        if self.kind == "csv" and all(_plain_int(v) for v in values):
+            values = [int(v) for v in values]
+        return values
+
+
+def _plain_int(text: Any) -> bool:
+    try:
+        return isinstance(text, str) and str(int(text)) == text.strip()
+    except ValueError:
+        return False
 
 
 def _read_csv(path: Path, delimiter: str) -> Manifest:
@@ -116,7 +139,7 @@ def _read_csv(path: Path, delimiter: str) -> Manifest:
             lines.append(reader.line_num)
             for name in header:
                 columns[name].append(row.get(name))
-    return Manifest(path, columns, len(lines), lines)
+    return Manifest(path, columns, len(lines), lines, kind="csv")
 
 
 def _read_jsonl(path: Path) -> Manifest:
@@ -141,7 +164,7 @@ def _read_jsonl(path: Path) -> Manifest:
             lines.append(line_number)
     names = list(dict.fromkeys(name for row in rows for name in row))
     columns = {name: [row.get(name) for row in rows] for name in names}
-    return Manifest(path, columns, len(rows), lines)
+    return Manifest(path, columns, len(rows), lines, kind="jsonl")
 
 
 def _read_parquet(path: Path) -> Manifest:
@@ -152,7 +175,7 @@ def _read_parquet(path: Path) -> Manifest:
             f"reading Parquet manifest {path} needs pyarrow: {PARQUET_INSTALL}"
         ) from error
     table = pq.read_table(path)
-    return Manifest(path, table.to_pydict(), table.num_rows, None)
+    return Manifest(path, table.to_pydict(), table.num_rows, None, kind="parquet")
 
 
 def read_manifest(path: str | os.PathLike[str]) -> Manifest:

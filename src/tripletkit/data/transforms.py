@@ -40,6 +40,7 @@ __all__ = [
     "Transform",
     "apply_transform",
     "augmentation_generator",
+    "resized_crop",
     "supports_batches",
 ]
 
@@ -286,6 +287,37 @@ def _sample_boxes(
     return torch.stack([top, left, crop_h, crop_w], dim=1)
 
 
+def resized_crop(batch: torch.Tensor, boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Crop box ``i`` of image ``i`` and resample it to ``size``, for the whole batch in one call.
+
+    Args:
+        batch: ``(B, C, H, W)`` uint8 or float images.
+        boxes: ``(B, 4)`` float boxes ``(top, left, height, width)`` in pixels (fractional allowed).
+        size: ``(height, width)`` of the output.
+
+    Returns:
+        ``(B, C, *size)`` of the input dtype: bilinear samples at the output pixel centres mapped
+        into the box (``align_corners=False`` convention), edges clamped.
+
+    >>> x = torch.arange(16.).reshape(1, 1, 4, 4)
+    >>> resized_crop(x, torch.tensor([[0., 0., 2., 2.]]), (2, 2))
+    tensor([[[[0., 1.],
+              [4., 5.]]]])
+    """
+    work, was_uint8 = _to_working_float(batch)
+    count, channels, height, width = work.shape
+    top, left, crop_h, crop_w = boxes.to(torch.float64).unbind(1)
+    # affine_grid maps output coordinates in [-1, 1] to input coordinates in [-1, 1].
+    theta = torch.zeros(count, 2, 3, dtype=torch.float64)
+    theta[:, 0, 0] = crop_w / width
+    theta[:, 0, 2] = (2 * left + crop_w) / width - 1
+    theta[:, 1, 1] = crop_h / height
+    theta[:, 1, 2] = (2 * top + crop_h) / height - 1
+    grid = F.affine_grid(theta.to(work.dtype), [count, channels, *size], align_corners=False)
+    out = F.grid_sample(work, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return _from_working_float(out, was_uint8)
+
+
 class RandomResizedCrop(Transform):
     """Crop a random region (area fraction in ``scale``, aspect ratio in ``ratio``), resize to ``size``.
 
@@ -321,19 +353,7 @@ class RandomResizedCrop(Transform):
             top, left = min(top, height - crop_h), min(left, width - crop_w)
             region = batch[..., top : top + crop_h, left : left + crop_w]
             return Resize(self.size)(region)[0]
-        work, was_uint8 = _to_working_float(batch)
-        top, left, crop_h, crop_w = boxes.unbind(1)
-        # affine_grid maps output coordinates in [-1, 1] to input coordinates in [-1, 1].
-        theta = torch.zeros(count, 2, 3, dtype=torch.float64)
-        theta[:, 0, 0] = crop_w / width
-        theta[:, 0, 2] = (2 * left + crop_w) / width - 1
-        theta[:, 1, 1] = crop_h / height
-        theta[:, 1, 2] = (2 * top + crop_h) / height - 1
-        grid = F.affine_grid(
-            theta.to(work.dtype), [count, work.shape[1], *self.size], align_corners=False
-        )
-        out = F.grid_sample(work, grid, mode="bilinear", padding_mode="border", align_corners=False)
-        return _from_working_float(out, was_uint8)
+        return resized_crop(batch, boxes, self.size)
 
 
 class ColorJitter(Transform):
