@@ -101,6 +101,7 @@ def test_plain_callable_transform_falls_back_to_items():
 def test_text_dataset():
     dataset = TextDataset(["a", "b", "c"], ["x", "y", "x"])
     assert dataset.labels.tolist() == [0, 1, 0] and dataset[2] == ("c", 0)
+    assert dataset.num_skipped == 0 and dataset.skipped == []
     with pytest.raises(ValueError, match="texts is empty"):
         TextDataset([], [])
 

@@ -235,3 +235,17 @@ def test_wordnet_real_files_match_the_published_counts():
         for s in synsets
     )
     assert not any("_" in w or w.endswith(("(a)", "(p)", "(ip)")) for s in synsets for w in s.words)
+
+
+@needs_fashion_mnist
+def test_pk_epoch_over_the_standard_fashion_mnist_split():
+    from tripletkit.data import PKSampler
+
+    labels = fashion_mnist_retrieval_split().train.labels
+    sampler = PKSampler(labels, p=5, k=32, seed=0)
+    batches = sampler.batches(0)
+    # 6,000 items per class -> ceil(6000 / 32) = 188 groups per class, one per batch.
+    assert len(batches) == 188
+    drawn = np.bincount(np.concatenate(batches), minlength=labels.shape[0])
+    assert drawn.min() == 1 and drawn.sum() == 188 * 160
+    assert all(sorted(np.bincount(labels[b]).tolist())[-5:] == [32] * 5 for b in batches)

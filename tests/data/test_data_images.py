@@ -186,3 +186,30 @@ def test_seeded_augmentation_is_reproducible_per_epoch(tmp_path: Path):
 def test_grayscale_mode(folder: Path):
     dataset = ImageFolderDataset(folder, mode="L")
     assert dataset[0][0].shape == (1, 10, 12)
+
+
+def test_dataset_pickles_with_its_skip_record(folder: Path):
+    import pickle
+
+    truncated_jpeg(folder / "bag" / "t.jpg")
+    dataset = ImageFolderDataset(folder, transform=transforms.ToFloat())
+    restored = pickle.loads(pickle.dumps(dataset))
+    assert restored.paths == dataset.paths and restored.classes == dataset.classes
+    assert torch.equal(restored[0][0], dataset[0][0])
+
+
+@pytest.mark.slow
+def test_failures_in_spawned_workers_reach_the_main_process(folder: Path):
+    for i in range(2):
+        truncated_jpeg(folder / "bag" / f"t{i}.jpg")
+    dataset = ImageFolderDataset(folder, transform=transforms.Resize(8))
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=PKSampler(dataset.labels, p=2, k=5, seed=0),
+        num_workers=2,
+        multiprocessing_context="spawn",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SkippedItemsWarning)
+        list(loader)
+    assert dataset.num_skipped == 2

@@ -231,7 +231,8 @@ def test_image_triplets_with_a_skipped_row(images: Path):
     assert len(dataset) == 2 and dataset.num_skipped == 1
     item = dataset[1]
     assert set(item) == {"anchor", "positive", "negative", "label"}
-    assert item["anchor"].shape == (3, 4, 6) and item["label"] == "green"
+    assert item["anchor"].shape == (3, 4, 6) and dataset.classes[item["label"]] == "green"
+    assert dataset.labels.tolist() == [1, 0]
     assert float(item["negative"][0, 0, 0]) == 1.0  # img/0.png is red
     batch = next(iter(torch.utils.data.DataLoader(dataset, batch_size=2)))
     assert batch["positive"].shape == (2, 3, 4, 6)
@@ -265,7 +266,8 @@ def test_pairs_with_custom_columns_and_labels(tmp_path: Path):
     dataset = PairManifestDataset(
         write(tmp_path / "p", rows, "jsonl"), content="text", columns=("question", "chunk")
     )
-    assert dataset[0] == {"query": "what is a boot", "positive": "a boot is footwear", "label": 7}
+    assert dataset[0] == {"query": "what is a boot", "positive": "a boot is footwear", "label": 0}
+    assert dataset.classes == [7, 8]
     with pytest.raises(ValueError, match="columns must name 2 columns"):
         PairManifestDataset(tmp_path / "p.jsonl", content="text", columns=("question",))
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 
 from tripletkit.data.arrays import TextDataset
@@ -390,7 +391,10 @@ class _TupleManifestDataset(torch.utils.data.Dataset):
                 else:
                     kept.append(i)
         self.items = [tuple(rows[j][i] for j in range(len(self.columns))) for i in kept]
-        self.labels = None if labels is None else [labels[i] for i in kept]
+        self.labels: np.ndarray | None = None
+        self.classes: list[Any] | None = None
+        if labels is not None and kept:
+            self.labels, self.classes = encode_labels([labels[i] for i in kept])
         self._record = SkipRecord(self.source, [table.where(i) for i in kept], strict=strict)
         self._record.report_build(skipped, total=table.num_rows)
         if not self.items:
@@ -442,7 +446,7 @@ class _TupleManifestDataset(torch.utils.data.Dataset):
                 ]
         item = dict(zip(self.roles, values, strict=True))
         if self.labels is not None:
-            item["label"] = self.labels[index]
+            item["label"] = int(self.labels[index])
         return item
 
     def _readable_row(self, index: int) -> list[torch.Tensor]:
@@ -472,7 +476,8 @@ class TripletManifestDataset(_TupleManifestDataset):
     Each value is a text (``content="text"``) or a decoded, transformed image (``content="path"``,
     paths relative to ``root``, by default the manifest's folder). A row with an unreadable image
     is skipped and counted (``skipped``, ``num_skipped``; ``strict=True`` raises). If the manifest
-    has a ``label`` column, items also carry ``"label"`` (the anchor's label, as written).
+    has a ``label`` column, items also carry ``"label"``, an int id; the dataset then has
+    ``labels`` (``(N,)`` int64) and ``classes`` like the labelled datasets (else both are None).
 
     Args:
         manifest: a ``.csv``/``.tsv``/``.jsonl``/``.parquet`` file.
@@ -525,7 +530,7 @@ class PairManifestDataset(_TupleManifestDataset):
 
     The positive is the item relevant to the query (e.g. the chunk that answers a question); other
     rows' positives serve as negatives in a batch. With a ``label`` column, items also carry
-    ``"label"``. Arguments as :class:`TripletManifestDataset`; ``columns`` names the query and
+    ``"label"`` (an int id into ``classes``). Arguments as :class:`TripletManifestDataset`; ``columns`` names the query and
     positive columns.
 
     Example:
