@@ -125,6 +125,20 @@ def test_long_tail_is_covered_not_half_skipped():
     assert all(drawn[i] >= 1 for i in range(1000, 1040))
 
 
+def test_classes_meet_many_other_classes_in_an_epoch():
+    # 100 classes × 64 items, P=16, K=4: each class is in 16 batches with 15 partners (240
+    # partner slots over 99 other classes). Random batches reach about 90 distinct partners;
+    # a fixed layout (class i always next to classes i±1..) would reach far fewer.
+    labels = np.repeat(np.arange(100), 64)
+    sampler = PKSampler(labels, p=16, k=4, seed=0)
+    partners: dict[int, set[int]] = {c: set() for c in range(100)}
+    for batch in sampler.batches(0):
+        classes = {int(labels[i]) for i in batch}
+        for c in classes:
+            partners[c] |= classes - {c}
+    assert np.median([len(v) for v in partners.values()]) >= 80
+
+
 def test_balanced_mode_gives_every_class_the_same_share():
     labels = [0] * 400 + [1] * 40 + [2] * 8 + [3] * 8
     sampler = PKSampler(labels, p=2, k=4, seed=0, mode="balanced", groups_per_class=5)

@@ -15,7 +15,9 @@ where ``G`` is the number of groups and ``g_max`` the groups of the largest clas
 most one group of a class, so a class with 300 groups needs 300 batches); ``B`` is then rounded up
 to a multiple of ``world_size``. The ``B · P - G`` slots left over are filled with extra groups,
 spread at random over the classes that still have room, so long-tailed data is never half-skipped
-and small classes are re-used rather than large ones cut.
+and small classes are re-used rather than large ones cut. The classes of each batch are drawn at
+random (weighted by the groups they have left), so over an epoch a class meets most other
+classes, rather than the same few neighbours of a fixed layout.
 
 ``mode="balanced"``: every class gives the same number of groups per epoch
 (``groups_per_class``, by default the median of ``ceil(n_c / K)``), so rare classes are seen as
@@ -105,6 +107,31 @@ def _draw_groups(items: np.ndarray, k: int, count: int, rng: np.random.Generator
         passes.append(one_pass)
         drawn += one_pass.shape[0]
     return np.concatenate(passes, axis=0)[:count]
+
+
+def _choose_classes(
+    remaining: np.ndarray, batches_left: int, p: int, rng: np.random.Generator
+) -> np.ndarray:
+    """The ``p`` distinct classes of the next batch, in random order.
+
+    ``remaining[c]`` is how many groups class ``c`` still has to place, with
+    ``remaining.sum() == p * batches_left`` and every ``remaining[c] <= batches_left``. A class
+    with exactly ``batches_left`` groups left must be in every remaining batch, so it is taken;
+    the other places go to classes drawn without replacement with probability proportional to
+    their remaining groups. Both conditions then hold for the next batch, so every batch can be
+    filled, and which classes meet in a batch is random (not a fixed layout), which matters for
+    mining hard negatives across all pairs of classes.
+    """
+    forced = np.flatnonzero(remaining == batches_left)
+    need = p - forced.shape[0]
+    if need == 0:
+        return rng.permutation(forced)
+    open_classes = remaining > 0
+    open_classes[forced] = False
+    candidates = np.flatnonzero(open_classes)
+    weights = remaining[candidates].astype(np.float64)
+    picked = rng.choice(candidates, size=need, replace=False, p=weights / weights.sum())
+    return rng.permutation(np.concatenate([forced, picked]))
 
 
 class PKSampler(torch.utils.data.Sampler[list[int]]):
@@ -272,20 +299,21 @@ class PKSampler(torch.utils.data.Sampler[list[int]]):
             if extra_total
             else np.zeros_like(primary)
         )
-        # Classes are laid out one after another in a random order, each class's groups in
-        # consecutive slots, and slot j goes to batch j mod B. A class never has more than B
-        # groups, so its groups land in distinct batches and every batch gets p distinct classes.
-        slots = np.empty((num_batches * p, k), dtype=np.int64)
-        start = 0
-        for c in rng.permutation(primary.shape[0]):
-            count = int(primary[c] + extra[c])
-            groups = _draw_groups(self._members[c], k, count, rng)
-            slots[start : start + count] = groups[rng.permutation(count)]
-            start += count
-        grid = slots.reshape(p, num_batches, k).transpose(1, 0, 2)
-        group_order = np.argsort(rng.random((num_batches, p)), axis=1)
-        grid = np.take_along_axis(grid, group_order[:, :, None], axis=1)
-        return grid[rng.permutation(num_batches)]
+        counts = primary + extra
+        groups = [
+            _draw_groups(members, k, int(count), rng)
+            for members, count in zip(self._members, counts, strict=True)
+        ]
+        taken = np.zeros_like(counts)
+        remaining = counts.copy()
+        grid = np.empty((num_batches, p, k), dtype=np.int64)
+        for batch in range(num_batches):
+            chosen = _choose_classes(remaining, num_batches - batch, p, rng)
+            for slot, c in enumerate(chosen):
+                grid[batch, slot] = groups[c][taken[c]]
+            taken[chosen] += 1
+            remaining[chosen] -= 1
+        return grid
 
     def __repr__(self) -> str:
         return (
