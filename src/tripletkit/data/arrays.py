@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from tripletkit.data.labels import encode_labels, require_positive_pair
-from tripletkit.data.skipped import SkippedItem
+from tripletkit.data.skipped import ReportsSkipped
 from tripletkit.data.transforms import apply_transform, augmentation_generator, supports_batches
 
 __all__ = ["FeatureDataset", "ImageArrayDataset", "TextDataset", "load_features"]
@@ -72,7 +72,7 @@ def _labels_and_classes(
     return ids.astype(np.int64), list(classes)
 
 
-class _SeededItems(torch.utils.data.Dataset):
+class _SeededItems(ReportsSkipped, torch.utils.data.Dataset):
     """Shared by the in-memory datasets: labels, classes, epoch and the augmentation seed."""
 
     labels: np.ndarray
@@ -91,22 +91,6 @@ class _SeededItems(torch.utils.data.Dataset):
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
-
-    # Nothing in memory can fail to load; these keep the interface of the file datasets, so a
-    # trainer can report skipped items for any dataset.
-    @property
-    def skipped(self) -> list[SkippedItem]:
-        """Always empty: in-memory items cannot be unreadable."""
-        return []
-
-    @property
-    def num_skipped(self) -> int:
-        """Always 0."""
-        return 0
-
-    def skip_summary(self) -> str:
-        """One line for the end of a run."""
-        return f"{type(self).__name__}: no items skipped"
 
 
 class ImageArrayDataset(_SeededItems):

@@ -19,7 +19,7 @@ import torch
 from PIL import Image, ImageOps
 
 from tripletkit.data.labels import encode_labels, require_positive_pair
-from tripletkit.data.skipped import SkippedItem, SkippedItemsWarning, SkipRecord
+from tripletkit.data.skipped import ReportsSkipped, SkippedItem, SkippedItemsWarning, SkipRecord
 from tripletkit.data.transforms import apply_transform, augmentation_generator
 from tripletkit.validation import check_choice
 
@@ -80,7 +80,7 @@ def _check_file(path: str, check: Check, mode: str | None) -> str | None:
     return None
 
 
-class ImageFileDataset(torch.utils.data.Dataset):
+class ImageFileDataset(ReportsSkipped, torch.utils.data.Dataset):
     """Labelled image files, decoded on access: ``dataset[i] -> (image, label)``.
 
     ``image`` is ``transform(decode_image(path), generator=...)`` (a ``(C, H, W)`` uint8 tensor
@@ -160,20 +160,6 @@ class ImageFileDataset(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch mixed into the augmentation seed (with ``seed`` set)."""
         self.epoch = int(epoch)
-
-    @property
-    def skipped(self) -> list[SkippedItem]:
-        """Every item skipped so far (at build time and when loading, in any worker)."""
-        return self._record.items
-
-    @property
-    def num_skipped(self) -> int:
-        """How many items were skipped so far."""
-        return self._record.count
-
-    def skip_summary(self) -> str:
-        """One line for the end of a run: the count and the first few skipped files."""
-        return self._record.summary()
 
     def load(self, index: int) -> torch.Tensor:
         """The decoded image of item ``index`` (or of its same-class replacement, if unreadable)."""

@@ -42,7 +42,7 @@ from tripletkit.data.images import (
     decode_image,
 )
 from tripletkit.data.labels import encode_labels, missing_label_rows, require_positive_pair
-from tripletkit.data.skipped import SkippedItem, SkipRecord
+from tripletkit.data.skipped import ReportsSkipped, SkippedItem, SkipRecord
 from tripletkit.data.transforms import apply_transform, augmentation_generator
 from tripletkit.validation import check_choice
 
@@ -336,7 +336,7 @@ def manifest_dataset(
     )
 
 
-class _TupleManifestDataset(torch.utils.data.Dataset):
+class _TupleManifestDataset(ReportsSkipped, torch.utils.data.Dataset):
     """Rows of several items each (triplets, pairs), as texts or image files."""
 
     roles: tuple[str, ...] = ()
@@ -387,7 +387,7 @@ class _TupleManifestDataset(torch.utils.data.Dataset):
                     if (reason := _check_file(rows[j][i], check, mode)) is not None
                 ]
                 if reasons:
-                    skipped.append(SkippedItem(f"{table.where(i)}", "; ".join(reasons)))
+                    skipped.append(SkippedItem(table.where(i), "; ".join(reasons)))
                 else:
                     kept.append(i)
         self.items = [tuple(rows[j][i] for j in range(len(self.columns))) for i in kept]
@@ -407,20 +407,6 @@ class _TupleManifestDataset(torch.utils.data.Dataset):
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch mixed into the augmentation seed (with ``seed`` set)."""
         self.epoch = int(epoch)
-
-    @property
-    def skipped(self) -> list[SkippedItem]:
-        """Every row skipped so far (unreadable files at build time or when loading)."""
-        return self._record.items
-
-    @property
-    def num_skipped(self) -> int:
-        """How many rows were skipped so far."""
-        return self._record.count
-
-    def skip_summary(self) -> str:
-        """One line for the end of a run: the count and the first few skipped rows."""
-        return self._record.summary()
 
     def __len__(self) -> int:
         return len(self.items)

@@ -62,7 +62,7 @@ class ExcludedItemsWarning(TripletkitWarning):
     """Some items can never be sampled into a useful batch (single-item classes, dropped classes)."""
 
 
-def _check_positive_int(value: Any, name: str, minimum: int, why: str) -> int:
+def _check_int_at_least(value: Any, name: str, minimum: int, why: str) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum} ({why}); got {value!r}")
     return int(value)
@@ -74,7 +74,7 @@ def _distributed_defaults(rank: int | None, world_size: int | None) -> tuple[int
         world_size = torch.distributed.get_world_size() if initialised else 1
     if rank is None:
         rank = torch.distributed.get_rank() if initialised else 0
-    world_size = _check_positive_int(world_size, "world_size", 1, "the number of processes")
+    world_size = _check_int_at_least(world_size, "world_size", 1, "the number of processes")
     if isinstance(rank, bool) or not isinstance(rank, (int, np.integer)):
         raise ValueError(f"rank must be an integer in [0, {world_size}); got {rank!r}")
     if not 0 <= rank < world_size:
@@ -188,9 +188,9 @@ class PKSampler(torch.utils.data.Sampler[list[int]]):
         rank: int | None = None,
         world_size: int | None = None,
     ) -> None:
-        self.p = _check_positive_int(p, "p", 2, "a triplet needs a negative from another class")
-        self.k = _check_positive_int(k, "k", 2, "a triplet needs two items of the anchor's class")
-        self.seed = _check_positive_int(seed, "seed", 0, "numpy seeds are non-negative")
+        self.p = _check_int_at_least(p, "p", 2, "a triplet needs a negative from another class")
+        self.k = _check_int_at_least(k, "k", 2, "a triplet needs two items of the anchor's class")
+        self.seed = _check_int_at_least(seed, "seed", 0, "numpy seeds are non-negative")
         self.mode = check_choice(mode, ("cover", "balanced"), "mode")
         self.small_classes = check_choice(small_classes, ("fill", "drop"), "small_classes")
         self.rank, self.world_size = _distributed_defaults(rank, world_size)
@@ -231,7 +231,7 @@ class PKSampler(torch.utils.data.Sampler[list[int]]):
         else:
             if groups_per_class is None:
                 groups_per_class = max(1, int(np.median(natural)))
-            groups_per_class = _check_positive_int(
+            groups_per_class = _check_int_at_least(
                 groups_per_class, "groups_per_class", 1, "groups of k per class per epoch"
             )
             self._primary_groups = np.full(natural.shape, groups_per_class)
@@ -271,7 +271,7 @@ class PKSampler(torch.utils.data.Sampler[list[int]]):
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose batches the next iteration yields."""
-        self.epoch = _check_positive_int(epoch, "epoch", 0, "epochs count from 0")
+        self.epoch = _check_int_at_least(epoch, "epoch", 0, "epochs count from 0")
 
     def __len__(self) -> int:
         return self.batches_per_epoch // self.world_size
@@ -282,7 +282,7 @@ class PKSampler(torch.utils.data.Sampler[list[int]]):
 
     def batches(self, epoch: int) -> list[list[int]]:
         """This rank's batches of ``epoch``, in order: ``len(self)`` lists of ``p * k`` indices."""
-        epoch = _check_positive_int(epoch, "epoch", 0, "epochs count from 0")
+        epoch = _check_int_at_least(epoch, "epoch", 0, "epochs count from 0")
         grid = self._epoch_grid(epoch)
         mine = grid[self.rank :: self.world_size]
         return [row.reshape(-1).tolist() for row in mine]

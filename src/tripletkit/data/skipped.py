@@ -19,7 +19,7 @@ import torch
 
 from tripletkit.errors import TripletkitWarning
 
-__all__ = ["SkipRecord", "SkippedItem", "SkippedItemsWarning"]
+__all__ = ["ReportsSkipped", "SkipRecord", "SkippedItem", "SkippedItemsWarning"]
 
 _SHOWN = 5
 
@@ -119,3 +119,29 @@ class SkipRecord:
             return f"{self.source}: no items skipped"
         total = len(self.paths) + len(self.at_build)
         return f"{self.source}: skipped {len(items)} of {total} items: {_listing(items)}"
+
+
+class ReportsSkipped:
+    """Gives a dataset ``skipped``, ``num_skipped`` and ``skip_summary()`` from its record.
+
+    Datasets that read files keep a :class:`SkipRecord` in ``_record``; in-memory datasets have
+    none and report nothing skipped, so a trainer can ask any dataset the same way.
+    """
+
+    _record: SkipRecord | None = None
+
+    @property
+    def skipped(self) -> list[SkippedItem]:
+        """Every item skipped so far (at build time and when loading, in any worker)."""
+        return self._record.items if self._record is not None else []
+
+    @property
+    def num_skipped(self) -> int:
+        """How many items were skipped so far."""
+        return self._record.count if self._record is not None else 0
+
+    def skip_summary(self) -> str:
+        """One line for the end of a run: the count and the first few skipped items."""
+        if self._record is None:
+            return f"{type(self).__name__}: no items skipped"
+        return self._record.summary()
