@@ -6,8 +6,9 @@ Random transforms draw from ``generator`` (a :class:`torch.Generator`), or from 
 generator when it is None; on a batch each image gets its own random parameters, drawn in one
 vectorised call, which is what keeps an augmented loader fast on two cores.
 
-Datasets pass a generator seeded from ``(seed, epoch, index)`` when they are given a seed
-(:func:`augmentation_generator`), so augmentation is reproducible whatever the number of workers.
+Datasets given a seed pass a generator seeded from ``(seed, epoch, index)`` (from
+``(seed, epoch, *batch indices)`` when they fetch a whole batch; :func:`augmentation_generator`),
+so augmentation is reproducible whatever the number of workers.
 
 Example:
     >>> import torch
