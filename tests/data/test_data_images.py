@@ -213,3 +213,14 @@ def test_failures_in_spawned_workers_reach_the_main_process(folder: Path):
         warnings.simplefilter("ignore", SkippedItemsWarning)
         list(loader)
     assert dataset.num_skipped == 2
+
+
+def test_image_file_dataset_argument_errors(folder: Path):
+    paths = [folder / "bag" / "a.PNG", folder / "bag" / "b.png"]
+    with pytest.raises(ValueError, match="2 paths but 1 labels"):
+        ImageFileDataset(paths, ["bag"])
+    with pytest.raises(ValueError, match="unknown check 'deep'"):
+        ImageFileDataset(paths, ["bag", "bag"], check="deep")
+    with pytest.raises(ValueError, match="no readable images"):
+        with pytest.warns(SkippedItemsWarning):
+            ImageFileDataset([folder / "nope.png"], ["x"])
