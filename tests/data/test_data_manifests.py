@@ -22,9 +22,6 @@ from tripletkit.data import (
     transforms,
 )
 
-pa = pytest.importorskip("pyarrow", reason="Parquet tests need pyarrow (tripletkit[data])")
-pq = pytest.importorskip("pyarrow.parquet")
-
 
 def write(path: Path, rows: list[dict], fmt: str) -> Path:
     """Write ``rows`` as CSV, JSONL or Parquet (None = an empty cell / null)."""
@@ -38,6 +35,9 @@ def write(path: Path, rows: list[dict], fmt: str) -> Path:
     elif fmt == "jsonl":
         path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     else:
+        pa = pytest.importorskip("pyarrow", reason="Parquet needs pyarrow (tripletkit[data])")
+        import pyarrow.parquet as pq
+
         pq.write_table(pa.Table.from_pylist(rows), path)
     return path
 
