@@ -4,6 +4,13 @@ Every batch loss is called the same way, ``loss(embeddings, labels, ref_embeddin
 ref_labels=None)``, and exposes the statistics of its last call as ``loss.last_stats``.
 """
 
+from tripletkit.losses.registry import create_loss, list_losses, register_loss
 from tripletkit.losses.triplet import BatchTripletLoss, TripletMarginLoss
 
-__all__ = ["BatchTripletLoss", "TripletMarginLoss"]
+__all__ = [
+    "BatchTripletLoss",
+    "TripletMarginLoss",
+    "create_loss",
+    "list_losses",
+    "register_loss",
+]

@@ -74,11 +74,14 @@ class DataConfig:
 class ModelConfig:
     """The embedding model, built by name from the registry (``tripletkit.models``).
 
+    ``name`` None picks by data: ``small_cnn`` for images, ``mlp`` for vectors, ``text_encoder``
+    for text.
+
     ``embedding_dim`` and ``pretrained`` left as None take the model's own defaults (pretrained
     weights where the model ships them), so a pretrained backbone is never silently random.
     """
 
-    name: str = "small_cnn"
+    name: str | None = None
     embedding_dim: int | None = None
     pretrained: bool | None = None
     normalize: bool = True

@@ -1,0 +1,330 @@
+"""From a :class:`~tripletkit.training.config.RunConfig` to data, model and loss, and ``train()``.
+
+``train(config)`` is what ``tripletkit train`` runs: it builds the datasets (with a class-disjoint
+validation split and, for the bundled data, a test set never looked at during training), the model
+and the loss, measures the test metrics of the untrained model, trains, and measures them again
+with the best checkpoint.
+
+Data sources (``data.dataset``):
+
+==================  ============================================================================
+``auto``            Fashion-MNIST when its Debian package is installed, else scikit-learn digits
+``fashion-mnist``   train: train-set images of classes 0-4 (30,000); validation: train-set images
+                    of classes 5-9 (``data.val_limit``, default 5,000); test: the 5,000 test-set
+                    images of classes 5-9
+``digits``          train: classes 0-4; validation / test: alternate images of classes 5-9
+``image-folder``    ``data.path`` (one sub-folder per class); validation: ``data.val_path``, or the
+                    classes not in ``data.train_classes`` (default: a seeded 20% of the classes)
+``manifest``        ``data.path`` CSV/JSONL/Parquet with ``path`` or ``text`` and ``label``
+``vectors``         ``data.path`` ``.npy``/Parquet features (labels from ``label`` column/file)
+==================  ============================================================================
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tripletkit.data import (
+    ImageArrayDataset,
+    ImageFolderDataset,
+    class_disjoint_split,
+    load_features,
+    manifest_dataset,
+    transforms,
+)
+from tripletkit.data.bundled import fashion_mnist_available, load_digits, load_fashion_mnist
+from tripletkit.data.splits import DIGITS_TRAIN_CLASSES, FASHION_MNIST_TRAIN_CLASSES
+from tripletkit.training.config import RunConfig
+from tripletkit.training.trainer import TrainData, Trainer, TrainResult
+
+__all__ = ["BuiltRun", "RunOutcome", "build_loss", "build_run", "default_run_dir", "train"]
+
+DATASETS = ("auto", "fashion-mnist", "digits", "image-folder", "manifest", "vectors")
+
+
+@dataclass
+class BuiltRun:
+    """The parts of a run, ready for the :class:`~tripletkit.training.trainer.Trainer`."""
+
+    model: torch.nn.Module
+    loss_fn: torch.nn.Module
+    data: TrainData
+    test: torch.utils.data.Dataset | None
+    kind: str  # "image", "text" or "vector"
+
+
+@dataclass
+class RunOutcome:
+    """What ``train()`` returns: the trainer's result and the test metrics before/after."""
+
+    result: TrainResult
+    test_before: dict[str, Any]
+    test_after: dict[str, Any]
+    report: Path | None
+
+
+def default_run_dir() -> Path:
+    return Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+
+
+def _image_transform(spec, config: RunConfig, augment: bool, native: tuple[int, int] | None):
+    size = config.data.image_size or (spec.image_size[0] if spec.image_size else None)
+    steps: list[Any] = []
+    if augment:
+        crop = size or (native[0] if native else 64)
+        steps += [
+            transforms.RandomResizedCrop(crop, scale=(0.7, 1.0)),
+            transforms.RandomHorizontalFlip(),
+        ]
+    elif size is not None:
+        steps.append(transforms.Resize(size))
+    steps += [transforms.ToFloat(), transforms.Normalize(spec.mean, spec.std)]
+    return transforms.Compose(steps)
+
+
+def _model_name(config: RunConfig, kind: str) -> str:
+    if config.model.name is not None:
+        return config.model.name
+    return {"image": "small_cnn", "vector": "mlp", "text": "text_encoder"}[kind]
+
+
+def _build_model(config: RunConfig, kind: str, in_channels: int | None, in_features: int | None):
+    from tripletkit.models import create_model
+
+    options = dict(config.model.options)
+    name = _model_name(config, kind)
+    if kind == "vector" and in_features is not None:
+        options.setdefault("in_features", in_features)
+    if kind == "image" and in_channels is not None and name == "small_cnn":
+        options.setdefault("in_channels", in_channels)
+    return create_model(
+        name,
+        pretrained=config.model.pretrained,
+        embedding_dim=config.model.embedding_dim,
+        normalize=config.model.normalize,
+        **options,
+    )
+
+
+def build_loss(config: RunConfig, num_classes: int, embedding_dim: int) -> torch.nn.Module:
+    """The loss named by ``loss.name`` with the config's parameters."""
+    from tripletkit.losses import create_loss
+
+    return create_loss(
+        config.loss.name,
+        num_classes=num_classes,
+        embedding_dim=embedding_dim,
+        margin=config.loss.margin,
+        mining=config.loss.mining,
+        distance=config.loss.distance,
+        soft=config.loss.soft,
+        **config.loss.options,
+    )
+
+
+def _limit_per_class(labels: np.ndarray, limit: int | None) -> np.ndarray:
+    """Indices of at most ``limit`` items, spread evenly over the classes (first items of each)."""
+    index = np.arange(labels.shape[0])
+    if limit is None or limit >= labels.shape[0]:
+        return index
+    classes = np.unique(labels)
+    per_class = max(limit // classes.shape[0], 1)
+    return np.sort(np.concatenate([index[labels == c][:per_class] for c in classes]))
+
+
+def _bundled(config: RunConfig, name: str):
+    """Train / validation / test arrays of the bundled image data sets."""
+    if name == "fashion-mnist":
+        train_set, test_set = load_fashion_mnist("train"), load_fashion_mnist("test")
+        train_classes = config.data.train_classes or list(FASHION_MNIST_TRAIN_CLASSES)
+        train_side, held_out = class_disjoint_split(train_set.labels, train_classes)
+        val_index = held_out[
+            _limit_per_class(train_set.labels[held_out], config.data.val_limit or 5000)
+        ]
+        test_index = class_disjoint_split(test_set.labels, train_classes).test
+        return (
+            (train_set.images[train_side], train_set.labels[train_side]),
+            (train_set.images[val_index], train_set.labels[val_index]),
+            (test_set.images[test_index], test_set.labels[test_index]),
+            train_set.classes,
+        )
+    digits = load_digits()
+    train_classes = config.data.train_classes or list(DIGITS_TRAIN_CLASSES)
+    train_side, held_out = class_disjoint_split(digits.labels, train_classes)
+    val_index, test_index = held_out[0::2], held_out[1::2]
+    return (
+        (digits.images[train_side], digits.labels[train_side]),
+        (digits.images[val_index], digits.labels[val_index]),
+        (digits.images[test_index], digits.labels[test_index]),
+        digits.classes,
+    )
+
+
+def build_run(config: RunConfig) -> BuiltRun:
+    """Datasets, model and loss of ``config``."""
+    name = config.data.dataset
+    if name not in DATASETS:
+        listed = ", ".join(repr(d) for d in DATASETS)
+        raise ValueError(f"unknown data.dataset {name!r}; accepted: {listed}")
+    if name == "auto":
+        name = "fashion-mnist" if fashion_mnist_available() else "digits"
+    seed = config.train.seed
+    summary: dict[str, Any] = {"dataset": name}
+
+    if name in ("fashion-mnist", "digits"):
+        (train_x, train_y), (val_x, val_y), (test_x, test_y), classes = _bundled(config, name)
+        model = _build_model(config, "image", 1, None)
+        spec = model.input_spec
+        native = tuple(train_x.shape[-2:])
+        train_tf = _image_transform(spec, config, config.data.augment, native)
+        eval_tf = _image_transform(spec, config, False, native)
+        train = ImageArrayDataset(train_x, train_y, train_tf, classes=classes, seed=seed)
+        validation = ImageArrayDataset(val_x, val_y, eval_tf, classes=classes)
+        test = ImageArrayDataset(test_x, test_y, eval_tf, classes=classes)
+        kind = "image"
+        summary.update(
+            train_items=len(train),
+            train_classes=sorted({int(c) for c in train_y.tolist()}),
+            validation_items=len(validation),
+            test_items=len(test),
+            test_classes=sorted({int(c) for c in test_y.tolist()}),
+            class_names=[str(c) for c in classes],
+        )
+    else:
+        if config.data.path is None:
+            raise ValueError(f"data.dataset {name!r} needs data.path (the training data)")
+        test = None
+        if name == "vectors":
+            full = load_features(config.data.path)
+            model = _build_model(config, "vector", None, int(full.features.shape[1]))
+            kind = "vector"
+        else:
+            probe = (
+                ImageFolderDataset(config.data.path, allow_outside_root=True)
+                if name == "image-folder"
+                else manifest_dataset(
+                    config.data.path, allow_outside_root=config.data.allow_outside_root
+                )
+            )
+            kind = "text" if not hasattr(probe, "load") else "image"
+            model = _build_model(config, kind, 3 if kind == "image" else None, None)
+            if kind == "image":
+                spec = model.input_spec
+                size = config.data.image_size or (spec.image_size[0] if spec.image_size else 64)
+                config.data.image_size = size
+                build = (
+                    (
+                        lambda tf: ImageFolderDataset(
+                            config.data.path, tf, strict=config.data.strict, seed=seed
+                        )
+                    )
+                    if name == "image-folder"
+                    else (
+                        lambda tf: manifest_dataset(
+                            config.data.path,
+                            tf,
+                            allow_outside_root=config.data.allow_outside_root,
+                            strict=config.data.strict,
+                            seed=seed,
+                        )
+                    )
+                )
+                full = build(_image_transform(spec, config, config.data.augment, None))
+                full_eval = build(_image_transform(spec, config, False, None))
+            else:
+                full = full_eval = probe
+        labels = np.asarray(full.labels)
+        if config.data.val_path is not None:
+            loader = (
+                load_features
+                if name == "vectors"
+                else (ImageFolderDataset if name == "image-folder" else manifest_dataset)
+            )
+            validation = loader(config.data.val_path)
+            train = full
+        else:
+            present = np.unique(labels)
+            if config.data.train_classes is not None:
+                train_classes = config.data.train_classes
+            else:
+                rng = np.random.default_rng(seed)
+                held = max(1, round(0.2 * present.shape[0]))
+                train_classes = sorted(
+                    set(present.tolist()) - set(rng.choice(present, held, replace=False).tolist())
+                )
+            train_side, val_side = class_disjoint_split(labels, train_classes)
+            train = torch.utils.data.Subset(full, train_side.tolist())
+            train.labels = labels[train_side]
+            eval_source = full if name == "vectors" else full_eval
+            validation = torch.utils.data.Subset(eval_source, val_side.tolist())
+            validation.labels = labels[val_side]
+        summary.update(
+            train_items=len(train),
+            validation_items=len(validation),
+            skipped=int(getattr(full, "num_skipped", 0)),
+        )
+    num_classes = int(np.unique(np.asarray(train.labels)).shape[0])
+    summary["num_train_classes"] = num_classes
+    loss_fn = build_loss(config, int(np.asarray(train.labels).max()) + 1, model.embedding_dim)
+    data = TrainData(train=train, validation=validation, summary=summary)
+    return BuiltRun(model, loss_fn, data, test, kind)
+
+
+def _embed_and_evaluate(model, dataset, evaluate) -> dict[str, Any]:
+    loader = torch.utils.data.DataLoader(dataset, batch_size=512, shuffle=False)
+    embeddings = model.embed(loader)
+    labels = torch.as_tensor(np.asarray(dataset.labels))
+    metrics = evaluate(embeddings, labels)
+    return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
+
+
+def train(config: RunConfig, run_dir: str | Path | None = None, resume: bool = False) -> RunOutcome:
+    """Build, train and test the run described by ``config`` (see the module docstring).
+
+    Returns the :class:`RunOutcome`; the run directory holds ``config.json``, ``metrics.jsonl``,
+    ``checkpoints/``, ``model/``, ``summary.json`` and (with ``train.report``) ``report.html``.
+    """
+    from tripletkit.evaluation import retrieval_metrics
+
+    run_dir = Path(run_dir or config.train.run_dir or default_run_dir())
+    built = build_run(config)
+    torch.manual_seed(config.train.seed)
+
+    def evaluate(embeddings, labels):
+        return retrieval_metrics(embeddings, labels)
+
+    test_before: dict[str, Any] = {}
+    if built.test is not None and not resume:
+        test_before = _embed_and_evaluate(built.model, built.test, evaluate)
+    trainer = Trainer(built.model, built.loss_fn, built.data, config, run_dir, evaluate)
+    result = trainer.fit(resume=resume)
+    test_after: dict[str, Any] = {}
+    if built.test is not None:
+        test_after = _embed_and_evaluate(built.model, built.test, evaluate)
+        if resume and (run_dir / "test.json").exists():
+            import json
+
+            test_before = json.loads((run_dir / "test.json").read_text()).get("before", {})
+        import json
+
+        from tripletkit.training.checkpoint import atomic_write_text
+
+        atomic_write_text(
+            run_dir / "test.json",
+            json.dumps({"before": test_before, "after": test_after}, indent=2) + "\n",
+        )
+    report = None
+    if config.train.report:
+        try:
+            from tripletkit.report import write_report
+        except ImportError:
+            write_report = None
+        if write_report is not None:
+            report = write_report(run_dir)
+    return RunOutcome(result, test_before, test_after, report)

@@ -1,0 +1,599 @@
+"""The Trainer: P×K batches, any tripletkit loss, AdamW with warm-up + cosine, validation, early
+stopping, atomic checkpoints and exact resume.
+
+Exactness of resume: every source of randomness is either a function of ``(seed, epoch, batch)``
+(the P×K sampler, the datasets' augmentation) or saved in the checkpoint (torch, numpy and Python
+RNG states), and the learning rate is a pure function of the step. Checkpoints are written at
+optimizer-step boundaries with the position in the epoch, so a run killed at any instant and resumed
+from its last checkpoint replays exactly the batches it had not finished and ends with the same
+weights as an uninterrupted run.
+
+Distributed: under ``torchrun`` (``WORLD_SIZE > 1``) the process group is initialised (gloo on
+CPU, NCCL on GPU), the sampler gives each rank disjoint batches, the model is wrapped in
+DistributedDataParallel, and, for batch losses, each rank mines its anchors against the embeddings
+gathered from every rank. Rank 0 alone logs, validates and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from tripletkit.data import PKSampler
+from tripletkit.training.checkpoint import (
+    CheckpointError,
+    atomic_write_text,
+    load_checkpoint,
+    pack,
+    save_checkpoint,
+    unpack,
+)
+from tripletkit.training.config import RunConfig
+from tripletkit.training.diagnostics import CollapseDetector
+from tripletkit.training.run_log import RunLog
+from tripletkit.training.schedule import lr_factor
+
+__all__ = ["TrainData", "TrainResult", "Trainer"]
+
+Evaluate = Callable[[torch.Tensor, torch.Tensor], dict[str, Any]]
+
+_DISTANCE_SCALE = {"squared_euclidean": 2.0, "euclidean": 1.0, "cosine": 1.0, "dot": 1.0}
+
+
+@dataclass
+class TrainData:
+    """The data of a run.
+
+    Attributes:
+        train: dataset of ``(input, label)``; must expose ``labels`` (``(N,)`` ints) and may
+            expose ``set_epoch(epoch)`` (seeded augmentation) and ``num_skipped``.
+        validation: dataset of ``(input, label)`` over classes held out from training, or None.
+        collate: DataLoader ``collate_fn`` (None: torch's default).
+        summary: what the data is (name, items, classes, skipped files), for the report.
+    """
+
+    train: torch.utils.data.Dataset
+    validation: torch.utils.data.Dataset | None = None
+    collate: Callable | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced."""
+
+    run_dir: Path
+    before: dict[str, Any]
+    after: dict[str, Any]
+    best_epoch: int | None
+    history: list[dict[str, Any]]
+    stopped_early: bool
+    diagnoses: list[str]
+
+
+def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors = {"rng.torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"rng.cuda.{i}"] = state
+    py_version, py_state, py_gauss = random.getstate()
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    tensors["rng.numpy"] = torch.from_numpy(np.asarray(np_keys, dtype=np.int64))
+    return tensors, {
+        "python": [py_version, list(py_state), py_gauss],
+        "numpy": [np_kind, int(np_pos), int(np_has_gauss), float(np_gauss)],
+    }
+
+
+def _set_rng_state(tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("rng.cuda.")]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda)
+    version, py_state, gauss = state["python"]
+    random.setstate((version, tuple(py_state), gauss))
+    kind, pos, has_gauss, cached = state["numpy"]
+    keys = tensors["rng.numpy"].numpy().astype(np.uint32)
+    np.random.set_state((kind, keys, pos, has_gauss, cached))
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch, numpy and Python's ``random``."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+class _SkipBatches(torch.utils.data.Sampler):
+    """The batches of ``sampler``'s current epoch from position ``start`` on (for resuming)."""
+
+    def __init__(self, batches: list[list[int]], start: int) -> None:
+        self.batches = batches[start:]
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def _resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+class Trainer:
+    """Train an embedding model with a tripletkit loss on P×K batches.
+
+    Args:
+        model: maps a batch of inputs to ``(B, D)`` embeddings; an
+            :class:`~tripletkit.models.EmbeddingModel` also gets saved with its config.
+        loss_fn: a tripletkit loss module called as ``loss_fn(embeddings, labels)`` (its
+            parameters, e.g. proxies, get ``optim.loss_lr_multiplier`` × the learning rate), or
+            one that also takes ``ref_embeddings, ref_labels`` for mining across processes.
+        data: the :class:`TrainData`.
+        config: the resolved :class:`~tripletkit.training.config.RunConfig`.
+        run_dir: where checkpoints, ``metrics.jsonl``, ``config.json`` and the model go.
+        evaluate: ``(embeddings, labels) -> metrics dict`` used for validation (default:
+            :func:`tripletkit.evaluation.retrieval_metrics`).
+
+    Example:
+        >>> import torch
+        >>> from tripletkit.losses import BatchTripletLoss
+        >>> from tripletkit.training import RunConfig, TrainData, Trainer, resolve_config
+        >>> from tripletkit.data import FeatureDataset
+        >>> x = torch.randn(64, 8); y = torch.arange(8).repeat_interleave(8)
+        >>> config = resolve_config(overrides={"data.p": 4, "data.k": 4, "train.epochs": 1,
+        ...                                    "train.quiet": True, "train.report": False})
+        >>> data = TrainData(FeatureDataset(x[:32], y[:32]), FeatureDataset(x[32:], y[32:]))
+        >>> trainer = Trainer(torch.nn.Linear(8, 4), BatchTripletLoss(), data, config,
+        ...                   run_dir="/tmp/tripletkit-doctest-run")
+        >>> result = trainer.fit()
+        >>> sorted(result.after)[:3]
+        ['map_at_r', 'precision_at_1', 'r_precision']
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: nn.Module,
+        data: TrainData,
+        config: RunConfig,
+        run_dir: str | Path,
+        evaluate: Evaluate | None = None,
+    ) -> None:
+        self.model = model
+        self.loss_fn = loss_fn
+        self.data = data
+        self.config = config
+        self.run_dir = Path(run_dir)
+        if evaluate is None:
+            from tripletkit.evaluation import retrieval_metrics
+
+            def evaluate(embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, Any]:
+                return retrieval_metrics(embeddings, labels)
+
+        self.evaluate = evaluate
+        labels = getattr(data.train, "labels", None)
+        if labels is None:
+            raise ValueError(
+                "the training dataset must expose `labels` (one int label per item) for P×K sampling"
+            )
+        self.train_labels = np.asarray(labels)
+
+    # ----------------------------------------------------------------------------------------
+    # set-up
+
+    def _distributed(self) -> tuple[int, int]:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world > 1 and not dist.is_initialized():
+            backend = "nccl" if self.device.type == "cuda" else "gloo"
+            dist.init_process_group(backend=backend)
+            if self.device.type == "cuda":
+                local = int(os.environ.get("LOCAL_RANK", "0"))
+                torch.cuda.set_device(local)
+                self.device = torch.device("cuda", local)
+        if dist.is_initialized():
+            return dist.get_rank(), dist.get_world_size()
+        return 0, 1
+
+    def _param_groups(self) -> list[dict[str, Any]]:
+        optim = self.config.optim
+        groups = [
+            {"params": [p for p in self.model.parameters() if p.requires_grad], "lr": optim.lr}
+        ]
+        loss_params = [p for p in self.loss_fn.parameters() if p.requires_grad]
+        if loss_params:
+            groups.append(
+                {
+                    "params": loss_params,
+                    "lr": optim.lr * optim.loss_lr_multiplier,
+                    "weight_decay": 0.0,
+                }
+            )
+        return groups
+
+    def _loader(self, sampler: torch.utils.data.Sampler) -> torch.utils.data.DataLoader:
+        workers = self.config.data.num_workers
+        return torch.utils.data.DataLoader(
+            self.data.train,
+            batch_sampler=sampler,
+            num_workers=workers,
+            collate_fn=self.data.collate,
+            persistent_workers=False,
+        )
+
+    # ----------------------------------------------------------------------------------------
+    # pieces of the loop
+
+    def _autocast(self):
+        precision = self.config.train.precision
+        if precision == "fp32":
+            return torch.autocast(device_type=self.device.type, enabled=False)
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        if self.device.type == "cpu" and dtype == torch.float16:
+            raise ValueError("train.precision 'fp16' needs a CUDA device; use 'bf16' on CPU")
+        return torch.autocast(device_type=self.device.type, dtype=dtype)
+
+    def _to_device(self, inputs: Any) -> Any:
+        if isinstance(inputs, torch.Tensor):
+            return inputs.to(self.device, non_blocking=True)
+        return inputs
+
+    def _loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        embeddings = embeddings.float()
+        if self.world_size > 1 and self._mines_across_ranks:
+            from tripletkit.mining import gather_with_grad
+
+            all_embeddings, all_labels = gather_with_grad(embeddings, labels)
+            offset = self.rank * embeddings.shape[0]
+            own = torch.arange(offset, offset + embeddings.shape[0], device=embeddings.device)
+            # DDP averages gradients over ranks; each rank's loss covers its own anchors only,
+            # so scale by the world size to get the gradient of the global mean.
+            return self.world_size * self.loss_fn(
+                embeddings, labels, all_embeddings, all_labels, self_ref_index=own
+            )
+        return self.loss_fn(embeddings, labels)
+
+    def validate(self) -> dict[str, Any]:
+        """Embed the validation set and compute its metrics (rank 0)."""
+        if self.data.validation is None:
+            return {}
+        model = (
+            self.model.module
+            if isinstance(self.model, nn.parallel.DistributedDataParallel)
+            else self.model
+        )
+        loader = torch.utils.data.DataLoader(
+            self.data.validation, batch_size=512, shuffle=False, collate_fn=self.data.collate
+        )
+        start = time.perf_counter()
+        was_training = model.training
+        model.eval()
+        embeddings, labels = [], []
+        with torch.no_grad(), self._autocast():
+            for inputs, batch_labels in loader:
+                embeddings.append(model(self._to_device(inputs)).float().cpu())
+                labels.append(torch.as_tensor(batch_labels))
+        model.train(was_training)
+        metrics = self.evaluate(torch.cat(embeddings), torch.cat(labels))
+        flat = {
+            k: float(v)
+            for k, v in metrics.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool)
+        }
+        for k, v in (
+            metrics.get("recall_at_k", {}).items()
+            if isinstance(metrics.get("recall_at_k"), dict)
+            else []
+        ):
+            flat[f"recall_at_{k}"] = float(v)
+        flat["validation_seconds"] = time.perf_counter() - start
+        return flat
+
+    def _checkpoint_tensors_and_state(
+        self, optimizer, epoch, position, step, progress
+    ) -> tuple[dict, dict]:
+        model = (
+            self.model.module
+            if isinstance(self.model, nn.parallel.DistributedDataParallel)
+            else self.model
+        )
+        tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
+        tensors.update({f"loss.{k}": v for k, v in self.loss_fn.state_dict().items()})
+        rng_tensors, rng_state = _rng_state()
+        tensors.update(rng_tensors)
+        state = {
+            "epoch": epoch,
+            "position": position,
+            "step": step,
+            "optimizer": pack(optimizer.state_dict(), tensors, "optimizer"),
+            "rng": rng_state,
+            "config": self.config.to_dict(),
+            "model_config": getattr(model, "config", None),
+            "progress": progress,
+        }
+        return tensors, state
+
+    def _save(self, name: str, optimizer, epoch, position, step, progress) -> None:
+        tensors, state = self._checkpoint_tensors_and_state(
+            optimizer, epoch, position, step, progress
+        )
+        save_checkpoint(self.run_dir / "checkpoints" / f"{name}.safetensors", tensors, state)
+
+    def _restore(self, optimizer) -> dict[str, Any]:
+        path = self.run_dir / "checkpoints" / "last.safetensors"
+        tensors, state = load_checkpoint(path)
+        saved = state["config"]
+        for section in ("data", "model", "loss"):
+            if saved[section] != self.config.to_dict()[section]:
+                raise CheckpointError(
+                    f"cannot resume {str(self.run_dir)!r}: its {section} configuration differs from "
+                    "this run's; resume with the same configuration (the run directory's config.json)"
+                )
+        model = (
+            self.model.module
+            if isinstance(self.model, nn.parallel.DistributedDataParallel)
+            else self.model
+        )
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        loss_state = {k[5:]: v for k, v in tensors.items() if k.startswith("loss.")}
+        if loss_state:
+            self.loss_fn.load_state_dict(loss_state)
+        optimizer.load_state_dict(unpack(state["optimizer"], tensors))
+        _set_rng_state(tensors, state["rng"])
+        return state
+
+    # ----------------------------------------------------------------------------------------
+
+    def fit(self, resume: bool = False) -> TrainResult:
+        """Train; with ``resume``, continue from ``run_dir``'s last checkpoint exactly."""
+        config = self.config
+        self.device = _resolve_device(config.train.device)
+        self.rank, self.world_size = self._distributed()
+        main_process = self.rank == 0
+        self._mines_across_ranks = (
+            "ref_embeddings"
+            in getattr(
+                self.loss_fn.forward, "__code__", type("", (), {"co_varnames": ()})
+            ).co_varnames
+        )
+        if not resume:
+            seed_everything(config.train.seed)
+        self.model.to(self.device)
+        self.loss_fn.to(self.device)
+        if self.world_size > 1:
+            self.model = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        optimizer = torch.optim.AdamW(
+            self._param_groups(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
+        )
+        base_lrs = [group["lr"] for group in optimizer.param_groups]
+
+        sampler = PKSampler(
+            self.train_labels,
+            config.data.p,
+            config.data.k,
+            seed=config.train.seed,
+            rank=self.rank,
+            world_size=self.world_size,
+        )
+        batches_per_epoch = len(sampler)
+        if config.data.batches_per_epoch is not None:
+            batches_per_epoch = min(batches_per_epoch, config.data.batches_per_epoch)
+        accumulation = config.train.grad_accumulation
+        steps_per_epoch = max(batches_per_epoch // accumulation, 1)
+        batches_per_epoch = steps_per_epoch * accumulation
+        total_steps = steps_per_epoch * config.train.epochs
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        progress: dict[str, Any] = {
+            "before": {},
+            "history": [],
+            "best": None,
+            "best_epoch": None,
+            "bad_epochs": 0,
+            "diagnoses": [],
+            "seconds": 0.0,
+        }
+        start_epoch, start_position, step = 0, 0, 0
+        if resume:
+            state = self._restore(optimizer)
+            start_epoch, start_position, step = state["epoch"], state["position"], state["step"]
+            progress = state["progress"]
+        elif main_process:
+            config.save(self.run_dir / "config.json")
+        log = RunLog(
+            self.run_dir,
+            total_steps,
+            quiet=config.train.quiet or not main_process,
+            tensorboard=config.train.tensorboard and main_process,
+            resume_step=step if resume else None,
+        )
+        if main_process and not resume:
+            progress["before"] = self.validate()
+            log.epoch(-1, 0, {"phase": "before training", **progress["before"]})
+        margin = float(getattr(self.loss_fn, "margin", 0.0) or 0.0)
+        distance = getattr(self.loss_fn, "distance", "squared_euclidean")
+        detector = CollapseDetector(
+            margin, _DISTANCE_SCALE.get(distance, 1.0) if isinstance(distance, str) else 1.0
+        )
+        stopped_early = False
+        self.model.train()
+        run_start = time.perf_counter() - progress["seconds"]
+
+        for epoch in range(start_epoch, config.train.epochs):
+            sampler.set_epoch(epoch)
+            if hasattr(self.data.train, "set_epoch"):
+                self.data.train.set_epoch(epoch)
+            epoch_batches = list(sampler)[:batches_per_epoch]
+            position = start_position if epoch == start_epoch else 0
+            loader = self._loader(_SkipBatches(epoch_batches, position))
+            log.start_epoch(epoch, config.train.epochs, steps_per_epoch, position // accumulation)
+            epoch_start = time.perf_counter()
+            optimizer.zero_grad(set_to_none=True)
+            for inputs, labels in loader:
+                labels = torch.as_tensor(labels).to(self.device)
+                with self._autocast():
+                    embeddings = self.model(self._to_device(inputs))
+                loss = self._loss(embeddings, labels)
+                if not torch.isfinite(loss):
+                    raise RuntimeError(
+                        f"the loss became {float(loss)} at step {step} (epoch {epoch + 1}); lower "
+                        "optim.lr, enable gradient clipping (optim.grad_clip) or use train.precision=fp32"
+                    )
+                (loss / accumulation).backward()
+                position += 1
+                if position % accumulation:
+                    continue
+                factor = lr_factor(
+                    step,
+                    total_steps,
+                    config.optim.warmup_fraction,
+                    config.optim.schedule,
+                    config.optim.min_lr_fraction,
+                )
+                for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
+                    group["lr"] = base * factor
+                if config.optim.grad_clip:
+                    nn.utils.clip_grad_norm_(
+                        [p for g in optimizer.param_groups for p in g["params"]],
+                        config.optim.grad_clip,
+                    )
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                if main_process:
+                    record = {
+                        "epoch": epoch,
+                        "loss": float(loss.detach()),
+                        "lr": optimizer.param_groups[0]["lr"],
+                    }
+                    stats = getattr(self.loss_fn, "last_stats", None)
+                    if stats is not None and hasattr(stats, "as_dict"):
+                        record.update(
+                            {
+                                k: v
+                                for k, v in stats.as_dict().items()
+                                if isinstance(v, (int, float))
+                            }
+                        )
+                        diagnosis = detector.update(
+                            record["loss"],
+                            float(record.get("active_triplet_fraction", 0.0)),
+                            float(record.get("mean_negative_distance", math.inf)),
+                        )
+                        if diagnosis is not None:
+                            progress["diagnoses"].append(diagnosis.message)
+                            log.event(
+                                step, f"warning: {diagnosis.message}", diagnosis=diagnosis.kind
+                            )
+                    log.step(step, record, samples=embeddings.shape[0] * accumulation)
+                    if (
+                        step % config.train.checkpoint_every_steps == 0
+                        and position < batches_per_epoch
+                    ):
+                        progress["seconds"] = time.perf_counter() - run_start
+                        self._save("last", optimizer, epoch, position, step, progress)
+
+            epoch_metrics: dict[str, Any] = {"seconds": time.perf_counter() - epoch_start}
+            epoch_metrics["loss"] = float(loss.detach())
+            if main_process and (
+                (epoch + 1) % config.train.eval_every_epochs == 0
+                or epoch + 1 == config.train.epochs
+            ):
+                epoch_metrics.update(self.validate())
+            improved = False
+            metric_name = config.train.early_stopping_metric
+            if main_process and metric_name in epoch_metrics:
+                value = epoch_metrics[metric_name]
+                if progress["best"] is None or value > progress["best"]:
+                    progress["best"], progress["best_epoch"], progress["bad_epochs"] = (
+                        value,
+                        epoch,
+                        0,
+                    )
+                    improved = True
+                else:
+                    progress["bad_epochs"] += 1
+            progress["history"].append({"epoch": epoch, **epoch_metrics})
+            progress["seconds"] = time.perf_counter() - run_start
+            if main_process:
+                log.epoch(epoch, step, epoch_metrics)
+                if improved or progress["best_epoch"] is None:
+                    self._save("best", optimizer, epoch + 1, 0, step, progress)
+                self._save("last", optimizer, epoch + 1, 0, step, progress)
+            patience = config.train.early_stopping_patience
+            if patience is not None and progress["bad_epochs"] >= patience:
+                stopped_early = True
+                if main_process:
+                    log.event(
+                        step,
+                        f"early stopping: {metric_name} has not improved for {patience} epochs",
+                    )
+                break
+            if self.world_size > 1:
+                dist.barrier()
+
+        log.close()
+        after = progress["history"][-1] if progress["history"] else {}
+        if main_process:
+            after = self._finish(progress)
+        if self.world_size > 1:
+            dist.barrier()
+        return TrainResult(
+            run_dir=self.run_dir,
+            before=progress["before"],
+            after=after,
+            best_epoch=progress["best_epoch"],
+            history=progress["history"],
+            stopped_early=stopped_early,
+            diagnoses=progress["diagnoses"],
+        )
+
+    def _finish(self, progress: dict[str, Any]) -> dict[str, Any]:
+        """Load the best weights, save the model for inference, write ``summary.json``."""
+        model = (
+            self.model.module
+            if isinstance(self.model, nn.parallel.DistributedDataParallel)
+            else self.model
+        )
+        best_path = self.run_dir / "checkpoints" / "best.safetensors"
+        if best_path.exists():
+            tensors, _ = load_checkpoint(best_path)
+            model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        best = next(
+            (h for h in progress["history"] if h["epoch"] == progress["best_epoch"]),
+            progress["history"][-1] if progress["history"] else {},
+        )
+        if getattr(model, "config", None) is not None:
+            from tripletkit.models import save_model
+
+            save_model(model.to("cpu"), self.run_dir / "model")
+        summary = {
+            "before": progress["before"],
+            "after": best,
+            "best_epoch": progress["best_epoch"],
+            "history": progress["history"],
+            "diagnoses": progress["diagnoses"],
+            "seconds": progress["seconds"],
+            "data": self.data.summary,
+        }
+        atomic_write_text(
+            self.run_dir / "summary.json", json.dumps(summary, indent=2, default=str) + "\n"
+        )
+        return best
