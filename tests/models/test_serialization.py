@@ -17,7 +17,6 @@ from tripletkit.models import (
     read_model_config,
     save_model,
 )
-from tripletkit.models.serialization import write_atomic
 
 
 def _trained(name: str, batch: torch.Tensor, **options: object) -> EmbeddingModel:
@@ -147,17 +146,3 @@ def test_unreadable_directories_say_what_is_wrong(tmp_path: Path) -> None:
 def test_save_rejects_other_modules(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match="EmbeddingModel"):
         save_model(torch.nn.Linear(2, 2), tmp_path)
-
-
-def test_write_atomic_cleans_up_after_a_failing_writer(tmp_path: Path) -> None:
-    target = tmp_path / "file.txt"
-    target.write_text("old")
-
-    def failing(path: Path) -> None:
-        path.write_text("new but incomplete")
-        raise RuntimeError("interrupted")
-
-    with pytest.raises(RuntimeError, match="interrupted"):
-        write_atomic(target, failing)
-    assert target.read_text() == "old"
-    assert [p.name for p in tmp_path.iterdir()] == ["file.txt"]

@@ -17,14 +17,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from tripletkit.files import write_atomic
 from tripletkit.models.embedding import EmbeddingModel
 from tripletkit.models.registry import create_model_from_config
 
@@ -36,58 +35,12 @@ __all__ = [
     "load_model",
     "read_model_config",
     "save_model",
-    "write_atomic",
 ]
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 FORMAT = "tripletkit-model"
 FORMAT_VERSION = 1
-
-
-def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], None]) -> None:
-    """Create ``path`` atomically: ``write(temporary_path)`` fills a temporary file in the same
-    directory, which is fsynced and renamed over ``path``; the directory is then fsynced.
-
-    Readers see the old file or the complete new one, never a partial file; if ``write`` raises,
-    ``path`` is untouched and the temporary file is removed.
-
-    >>> import tempfile
-    >>> target = Path(tempfile.mkdtemp()) / "hello.txt"
-    >>> write_atomic(target, lambda tmp: tmp.write_text("hi"))
-    >>> target.read_text()
-    'hi'
-    """
-    path = Path(path)
-    descriptor, temporary = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=".tmp", dir=path.parent
-    )
-    os.close(descriptor)
-    temporary_path = Path(temporary)
-    try:
-        write(temporary_path)
-        with open(temporary_path, "rb+") as handle:
-            os.fsync(handle.fileno())
-        os.replace(temporary_path, path)
-    except BaseException:
-        temporary_path.unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    # Makes the rename itself durable; not possible on every platform (e.g. Windows), where the
-    # rename is still atomic.
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
 
 
 def _sha256(path: Path) -> str:

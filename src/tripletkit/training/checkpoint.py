@@ -15,14 +15,14 @@ map under dotted keys and are replaced in the JSON tree by ``{"__tensor__": key}
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+
+from tripletkit.files import atomic_write_text, write_atomic
 
 __all__ = [
     "CHECKPOINT_FORMAT",
@@ -40,39 +40,6 @@ _STATE_KEY = "tripletkit_state"
 
 class CheckpointError(ValueError):
     """A checkpoint file is missing, corrupt, or not a tripletkit checkpoint."""
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _replace_atomically(path: Path, write) -> None:
-    """Call ``write(temp_path)``, fsync the file, rename it to ``path``, fsync the directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(temp)
-        with open(temp, "rb+") as handle:
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temp file + fsync + rename)."""
-    _replace_atomically(Path(path), lambda temp: Path(temp).write_text(text))
 
 
 def pack(tree: Any, tensors: dict[str, torch.Tensor], prefix: str) -> Any:
@@ -132,7 +99,7 @@ def save_checkpoint(
             seen.add(t.untyped_storage().data_ptr())
     state = {"format": CHECKPOINT_FORMAT, **state}
     metadata = {_STATE_KEY: json.dumps(state)}
-    _replace_atomically(path, lambda temp: save_file(stored, temp, metadata=metadata))
+    write_atomic(path, lambda temp: save_file(stored, str(temp), metadata=metadata))
     atomic_write_text(path.with_suffix(".json"), json.dumps(state, indent=2) + "\n")
 
 

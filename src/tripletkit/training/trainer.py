@@ -89,7 +89,8 @@ def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         for i, state in enumerate(torch.cuda.get_rng_state_all()):
             tensors[f"rng.cuda.{i}"] = state
     py_version, py_state, py_gauss = random.getstate()
-    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    # numpy's legacy global generator is saved because user code (augmentations) may draw from it.
+    np_kind, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()  # noqa: NPY002
     tensors["rng.numpy"] = torch.from_numpy(np.asarray(np_keys, dtype=np.int64))
     return tensors, {
         "python": [py_version, list(py_state), py_gauss],
@@ -106,13 +107,13 @@ def _set_rng_state(tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> N
     random.setstate((version, tuple(py_state), gauss))
     kind, pos, has_gauss, cached = state["numpy"]
     keys = tensors["rng.numpy"].numpy().astype(np.uint32)
-    np.random.set_state((kind, keys, pos, has_gauss, cached))
+    np.random.set_state((kind, keys, pos, has_gauss, cached))  # noqa: NPY002
 
 
 def seed_everything(seed: int) -> None:
     """Seed torch, numpy and Python's ``random``."""
     random.seed(seed)
-    np.random.seed(seed % 2**32)
+    np.random.seed(seed % 2**32)  # noqa: NPY002 - the legacy global generator user code may use
     torch.manual_seed(seed)
 
 
