@@ -150,7 +150,9 @@ def _auto_kind(n: int) -> str:
 
 
 def _default_nlist(n: int) -> int:
-    return int(min(65_536, max(16, 2 ** round(math.log2(4 * math.sqrt(max(n, 1)))))))
+    # About 4 sqrt(N) lists, a power of two, with the 39 training vectors per list faiss asks for.
+    nlist = 2 ** round(math.log2(4 * math.sqrt(max(n, 1))))
+    return int(max(1, min(65_536, nlist, n // 39)))
 
 
 def _default_pq_m(dim: int) -> int:
@@ -301,7 +303,7 @@ class VectorIndex:
                         f"{IVFPQ_MIN_TRAIN:,} vectors (got {n:,}); use kind='hnsw' or 'flat'"
                     )
                 index = self._new_faiss_index(n)
-                sample = min(n, 32 * self.params["nlist"])
+                sample = min(n, 64 * self.params["nlist"])
                 chosen = np.random.default_rng(0).choice(n, size=sample, replace=False)
                 index.train(x[np.sort(chosen)])
                 self._faiss = index
