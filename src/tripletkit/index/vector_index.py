@@ -258,7 +258,8 @@ class VectorIndex:
             self.params["pq_m"] = _default_pq_m(self.dim)
         if self.dim % self.params["pq_m"]:
             raise ValueError(f"pq_m={self.params['pq_m']} must divide the dimension {self.dim}")
-        spec = f"IVF{self.params['nlist']},PQ{self.params['pq_m']}x8,RFlat"
+        # "np": no polysemous training (it only helps Hamming-filtered search, and is slow).
+        spec = f"IVF{self.params['nlist']},PQ{self.params['pq_m']}x8np,RFlat"
         return faiss.index_factory(self.dim, spec, metric)
 
     def _prepare(self, vectors: Any, name: str) -> np.ndarray:
@@ -303,7 +304,7 @@ class VectorIndex:
                         f"{IVFPQ_MIN_TRAIN:,} vectors (got {n:,}); use kind='hnsw' or 'flat'"
                     )
                 index = self._new_faiss_index(n)
-                sample = min(n, 64 * self.params["nlist"])
+                sample = min(n, max(64 * self.params["nlist"], IVFPQ_MIN_TRAIN))
                 chosen = np.random.default_rng(0).choice(n, size=sample, replace=False)
                 index.train(x[np.sort(chosen)])
                 self._faiss = index
