@@ -113,10 +113,13 @@ def test_tiles_never_hold_the_full_distance_matrix(monkeypatch):
     monkeypatch.setattr(search, "_MAX_REFERENCE_TILE", 256)
     x = torch.randn(2_000, 16)
     budget = 200_000
-    blocks = list(iter_knn(x, k=5, tile_bytes=budget))
-    assert len(blocks) > 1
-    assert max(r * c for r, c in shapes) * (4 + search._TOPK_BYTES_PER_ELEMENT) <= budget
-    assert max(c for _, c in shapes) <= 256
+    for references in (None, x[:1_500]):  # against itself (symmetric tiles), and a reference set
+        shapes.clear()
+        blocks = list(iter_knn(x, references, k=5, tile_bytes=budget))
+        assert sum(stop - start for start, stop, _, _ in blocks) == 2_000
+        assert max(r * c for r, c in shapes) * (4 + search._TOPK_BYTES_PER_ELEMENT) <= budget
+        assert max(c for _, c in shapes) <= 256
+        assert len(shapes) > 10
 
 
 def test_numpy_inputs_are_accepted():

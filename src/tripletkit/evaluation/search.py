@@ -15,9 +15,9 @@ distance 0.
 
 Two ways to walk the tiles:
 
-* :func:`knn` / :func:`iter_knn` keep the ``k`` best per query, merging tile by tile: a reference
-  enters only if it beats the current k-th distance, so after the first tiles almost every distance
-  is rejected by one comparison.
+* :func:`knn` / :func:`iter_knn` keep the ``k`` best per query in a bounded heap per row
+  (:mod:`tripletkit.evaluation.topk_kernel`, numba, all cores): a reference enters only if it beats
+  the current k-th entry, so after the first tiles almost every distance costs one comparison.
 * :func:`iter_rankings` orders *all* references for a block of queries (what mean average precision
   over the whole ranking, CMC and mINP need). It sorts ``(distance, index)`` pairs packed into one
   64-bit key for float32 distances.
@@ -25,6 +25,7 @@ Two ways to walk the tiles:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 
 from tripletkit.distances import METRICS, Metric, pairwise_distances_unchecked
+from tripletkit.evaluation.topk_kernel import heap_merge_tile, sorted_heaps
 from tripletkit.validation import check_choice, check_embeddings, check_same_dim
 
 __all__ = [
@@ -47,11 +49,14 @@ __all__ = [
 #: Memory allowed for one tile of distances and its bookkeeping (bytes).
 DEFAULT_TILE_BYTES = 64 * 2**20
 
-# Bytes of bookkeeping per tile element, on top of the distance itself: the candidate mask and a
-# partitioned copy (top-k), or the sort key, the order and the relevance arrays (full ranking).
-_TOPK_BYTES_PER_ELEMENT = 10
+# Bytes of bookkeeping per tile element, on top of the distance itself: the float32 result of the
+# distance before its copy (top-k), or the sort key, the order and the relevance arrays (full
+# ranking).
+_TOPK_BYTES_PER_ELEMENT = 4
 _RANKING_BYTES_PER_ELEMENT = 48
 _MAX_REFERENCE_TILE = 32_768
+# A set searched against itself keeps every row's heap (see _symmetric_knn) up to this size.
+_SYMMETRIC_HEAP_BYTES = 512 * 2**20
 
 
 @dataclass(frozen=True)
@@ -97,25 +102,20 @@ def _distance_dtype(queries: torch.Tensor, references: torch.Tensor) -> np.dtype
 
 
 def _tile(
-    queries: torch.Tensor, references: torch.Tensor, metric: str, dtype: np.dtype
+    queries: torch.Tensor,
+    references: torch.Tensor,
+    metric: str,
+    dtype: np.dtype,
+    signed_zero: bool = True,
 ) -> np.ndarray:
     """Distances of a block of queries to a block of references, as a writable numpy array."""
     with torch.no_grad():
         block = pairwise_distances_unchecked(queries, references, metric)
-    # + 0.0 turns -0.0 into +0.0, so that the two zeros rank as equal in the packed sort keys.
     values = np.ascontiguousarray(block.cpu().numpy(), dtype=dtype)
-    values += dtype.type(0.0)
+    if not signed_zero:
+        # + 0.0 turns -0.0 into +0.0, so that the two zeros rank as equal in the packed sort keys.
+        values += dtype.type(0.0)
     return values
-
-
-def _exclude_self(block: np.ndarray, query_start: int, ref_start: int) -> None:
-    """Set the distance of query ``i`` to reference ``i`` to +inf inside one tile."""
-    rows, cols = block.shape
-    first = max(query_start, ref_start)
-    last = min(query_start + rows, ref_start + cols)
-    if first < last:
-        own = np.arange(first, last)
-        block[own - query_start, own - ref_start] = np.inf
 
 
 def _check_complete(indices: np.ndarray) -> None:
@@ -124,53 +124,6 @@ def _check_complete(indices: np.ndarray) -> None:
             "some distances overflowed to Inf although the embeddings are finite: their magnitude "
             "is too large for the dtype. L2-normalise the embeddings (or use float64)."
         )
-
-
-class _RunningTopK:
-    """The ``k`` best ``(distance, index)`` pairs of each query row, merged tile by tile.
-
-    Tiles must arrive in increasing reference order: then every kept entry has a lower index than
-    every entry of the next tile, and a stable sort by distance alone realises the ranking rule.
-    """
-
-    def __init__(self, rows: int, k: int, dtype: np.dtype) -> None:
-        self.k = k
-        self.values = np.full((rows, k), np.inf, dtype=dtype)
-        self.indices = np.full((rows, k), -1, dtype=np.int64)
-
-    def merge(self, block: np.ndarray, ref_start: int) -> None:
-        k = self.k
-        if k == 0:
-            return
-        # A reference equal to the current k-th distance loses the tie (it has a higher index), so
-        # only strictly smaller distances are candidates; +inf (excluded) never is.
-        kth = self.values[:, -1:]
-        candidate = block < kth
-        counts = np.count_nonzero(candidate, axis=1)
-        crowded = np.flatnonzero(counts > k)
-        if crowded.size and block.shape[1] > k:
-            # More candidates than places: no reference beyond this tile's own k-th distance can
-            # make it, which trims each row to about k (ties at the cut are all kept).
-            rows = block[crowded]
-            tile_kth = np.partition(rows, k - 1, axis=1)[:, k - 1 : k]
-            candidate[crowded] &= rows <= tile_kth
-        row, col = np.nonzero(candidate)
-        if row.size == 0:
-            return
-        per_row = np.bincount(row, minlength=block.shape[0])
-        touched = np.flatnonzero(per_row)
-        width = int(per_row.max())
-        slot = np.arange(row.size) - np.repeat(np.cumsum(per_row) - per_row, per_row)
-        local_row = np.searchsorted(touched, row)
-        values = np.full((touched.size, width), np.inf, dtype=self.values.dtype)
-        indices = np.full((touched.size, width), -1, dtype=np.int64)
-        values[local_row, slot] = block[row, col]
-        indices[local_row, slot] = col + ref_start
-        values = np.concatenate([self.values[touched], values], axis=1)
-        indices = np.concatenate([self.indices[touched], indices], axis=1)
-        order = np.argsort(values, axis=1, kind="stable")[:, :k]
-        self.values[touched] = np.take_along_axis(values, order, axis=1)
-        self.indices[touched] = np.take_along_axis(indices, order, axis=1)
 
 
 def _query_block_rows(columns: int, bytes_per_element: int, tile_bytes: int) -> int:
@@ -206,19 +159,74 @@ def iter_knn(
             + (" (a set searched against itself excludes each query)" if same else "")
         )
     dtype = _distance_dtype(queries, references)
-    ref_tile = min(references.shape[0], _MAX_REFERENCE_TILE)
+    k = int(k)
+    n = queries.shape[0]
+    if k == 0 or n == 0:
+        for start in range(0, n, max(n, 1)):
+            yield start, n, np.empty((n, 0), dtype=dtype), np.empty((n, 0), dtype=np.int64)
+        return
+    if same and n * k * (dtype.itemsize + 4) <= _SYMMETRIC_HEAP_BYTES:
+        values, indices = _symmetric_knn(queries, k, distance, dtype, tile_bytes)
+        # The consumer's per-block work (sorting, relevance, metrics) takes ~64 bytes an entry.
+        rows = _query_block_rows(k, 64, tile_bytes)
+        for start in range(0, n, rows):
+            stop = min(start + rows, n)
+            block_values, block_indices = sorted_heaps(values[start:stop], indices[start:stop])
+            yield start, stop, block_values, block_indices.astype(np.int64)
+        return
+    ref_tile = min(max(references.shape[0], 1), _MAX_REFERENCE_TILE)
     query_rows = _query_block_rows(ref_tile, dtype.itemsize + _TOPK_BYTES_PER_ELEMENT, tile_bytes)
-    for start in range(0, queries.shape[0], query_rows):
-        stop = min(start + query_rows, queries.shape[0])
-        best = _RunningTopK(stop - start, int(k), dtype)
+    for start in range(0, n, query_rows):
+        stop = min(start + query_rows, n)
+        values = np.full((stop - start, k), np.inf, dtype=dtype)
+        indices = np.full((stop - start, k), -1, dtype=np.int64)
+        sizes = np.zeros(stop - start, dtype=np.int64)
         for ref_start in range(0, references.shape[0], ref_tile):
             ref_stop = min(ref_start + ref_tile, references.shape[0])
             block = _tile(queries[start:stop], references[ref_start:ref_stop], distance, dtype)
-            if same:
-                _exclude_self(block, start, ref_start)
-            best.merge(block, ref_start)
-        _check_complete(best.indices)
-        yield start, stop, best.values, best.indices
+            skip = np.arange(start - ref_start, stop - ref_start, dtype=np.int64)
+            if not same:
+                skip[:] = -1
+            heap_merge_tile(block, False, 0, ref_start, skip, values, indices, sizes)
+        _check_finite(values)
+        yield start, stop, *sorted_heaps(values, indices)
+
+
+def _check_finite(values: np.ndarray) -> None:
+    if not bool(np.isfinite(values).all()):
+        _check_complete(np.array([-1]))
+
+
+def _symmetric_knn(
+    x: torch.Tensor, k: int, metric: str, dtype: np.dtype, tile_bytes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """k nearest neighbours of a set within itself, computing each distance once.
+
+    The distance matrix of a set with itself is symmetric: tile ``(I, J)`` feeds the heaps of the
+    rows of block ``I`` and, read column by column, those of block ``J``, so only the tiles with
+    ``J >= I`` are computed (half the matrix products of the blocked search). The heaps of all
+    ``N`` rows are kept until the end: ``N k (itemsize + 4)`` bytes (int32 indices).
+    """
+    n = x.shape[0]
+    side = max(1, min(n, math.isqrt(max(tile_bytes // (dtype.itemsize + 4), 1))))
+    values = np.full((n, k), np.inf, dtype=dtype)
+    indices = np.full((n, k), -1, dtype=np.int32 if n < 2**31 else np.int64)
+    sizes = np.zeros(n, dtype=np.int64)
+    no_skip = np.full(side, -1, dtype=np.int64)
+    diagonal = np.arange(side, dtype=np.int64)
+    for first in range(0, n, side):
+        first_stop = min(first + side, n)
+        rows = first_stop - first
+        for second in range(first, n, side):
+            second_stop = min(second + side, n)
+            block = _tile(x[first:first_stop], x[second:second_stop], metric, dtype)
+            skip = diagonal[:rows] if second == first else no_skip[:rows]
+            heap_merge_tile(block, False, first, second, skip, values, indices, sizes)
+            if second != first:
+                skip = no_skip[: second_stop - second]
+                heap_merge_tile(block, True, second, first, skip, values, indices, sizes)
+    _check_finite(values)
+    return values, indices
 
 
 def knn(
@@ -312,7 +320,7 @@ def iter_rankings(
         for ref_start in range(0, num_refs, ref_tile):
             ref_stop = min(ref_start + ref_tile, num_refs)
             block[:, ref_start:ref_stop] = _tile(
-                queries[start:stop], references[ref_start:ref_stop], distance, dtype
+                queries[start:stop], references[ref_start:ref_stop], distance, dtype, False
             )
         if not bool(np.isfinite(block).all()):
             _check_complete(np.array([-1]))
