@@ -22,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import format_outcome, markdown_table, measure, save_results  # noqa: E402
+from harness import format_outcome, markdown_table, measure, save_results
 
 METRICS = ("precision_at_1", "r_precision", "map_at_r")
 PML_NAMES = {

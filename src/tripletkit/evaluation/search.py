@@ -4,11 +4,13 @@ Every evaluation protocol ranks references by their distance to a query. Doing t
 ``(N, M)`` distance matrix runs out of memory long before real reference sets do (100,000 × 100,000
 float32 is 40 GB), so the search here walks over *tiles*: a block of queries against a block of
 references, whose distances come from :func:`tripletkit.distances.pairwise_distances_unchecked`.
-The peak extra memory is a few tiles (``tile_bytes``, 64 MiB by default) plus the results.
+The peak extra memory is a few tiles (``tile_bytes``, 64 MiB by default) plus the results; a set
+searched against itself also keeps every query's running top-k (``N · k · 8`` bytes for float32,
+up to 512 MiB, beyond which it is searched block by block like a separate reference set).
 
 **Ranking rule.** References are ordered by ``(distance, reference index)``: the smaller distance
-first and, between equal distances, the reference that comes first in the reference set. faiss's
-exact search orders ties the same way. The rule holds at the k-th position too: when several
+first and, between equal distances, the reference that comes first in the reference set (as
+faiss's exact L2 search, which pytorch-metric-learning uses, orders them). The rule holds at the k-th position too: when several
 references tie at the cut, the ones with the lowest indices are kept. With ``exclude_self`` (a set
 searched against itself) query ``i`` never returns reference ``i``, even when duplicates of it sit at
 distance 0.
@@ -17,7 +19,9 @@ Two ways to walk the tiles:
 
 * :func:`knn` / :func:`iter_knn` keep the ``k`` best per query in a bounded heap per row
   (:mod:`tripletkit.evaluation.topk_kernel`, numba, all cores): a reference enters only if it beats
-  the current k-th entry, so after the first tiles almost every distance costs one comparison.
+  the current k-th entry, so after the first tiles almost every distance costs one comparison. A
+  set searched against itself computes each tile of its symmetric distance matrix once and feeds
+  it to both blocks' heaps: half the matrix products.
 * :func:`iter_rankings` orders *all* references for a block of queries (what mean average precision
   over the whole ranking, CMC and mINP need). It sorts ``(distance, index)`` pairs packed into one
   64-bit key for float32 distances.
@@ -53,7 +57,7 @@ DEFAULT_TILE_BYTES = 64 * 2**20
 # distance before its copy (top-k), or the sort key, the order and the relevance arrays (full
 # ranking).
 _TOPK_BYTES_PER_ELEMENT = 4
-_RANKING_BYTES_PER_ELEMENT = 48
+_RANKING_BYTES_PER_ELEMENT = 96
 _MAX_REFERENCE_TILE = 32_768
 # A set searched against itself keeps every row's heap (see _symmetric_knn) up to this size.
 _SYMMETRIC_HEAP_BYTES = 512 * 2**20
@@ -298,7 +302,7 @@ def iter_rankings(
 
     Costs one sort of the ``M`` references per query (``O(N M log M)``): for the metrics that need
     the whole ranking (mean average precision, mINP, CMC). Memory: a block of ``B`` full rows with
-    ``B · M · 48`` bytes ≤ ``tile_bytes`` (at least one row).
+    ``B · M · 96`` bytes ≤ ``tile_bytes`` (at least one row; the consumers' arrays included).
 
     Yields:
         ``(start, stop, order)``: ``order`` is an int64 numpy array ``(stop - start, M')`` of

@@ -90,16 +90,18 @@ def heap_merge_tile(
         size = heap_sizes[row]
         skip = skip_column[r]
         # The worst kept entry, cached: most distances are rejected by comparing with it alone.
+        full = size == k
         worst_value = values[0]
         worst_index = indices[0]
         for c in range(cols):
             value = block[c, r] if transposed else block[r, c]
-            index = ref_start + c
-            if size == k and not _greater(worst_value, worst_index, value, index):
+            if full and value > worst_value:
                 continue
-            if c == skip:
+            index = ref_start + c
+            if (full and value == worst_value and index > worst_index) or c == skip:
                 continue
             size = _offer(values, indices, size, k, value, index)
+            full = size == k
             worst_value = values[0]
             worst_index = indices[0]
         heap_sizes[row] = size
