@@ -27,6 +27,7 @@ _CHILD = textwrap.dedent(
     query_labels = torch.randint(0, classes, (n_queries,), generator=generator)
     queries = centres[query_labels] + 2.0 * torch.randn(n_queries, dim, generator=generator)
     result = evaluate_retrieval(queries, query_labels, refs, ref_labels, k=[1, 10])
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
     # Brute force for the first queries: dense float64 distances, ranked by (distance, index).
     # (The search runs in float32: references within rounding of each other may swap ranks.)
@@ -43,7 +44,7 @@ _CHILD = textwrap.dedent(
         map_at_r = float((rel[:r] * hits / np.arange(1, r + 1)).sum() / r)
         checked[i] = (float(rel[0]), float(rel[:r].mean()), map_at_r)
     print(json.dumps({
-        "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_mb": peak_mb,
         "metrics": result.metrics,
         "per_query": {
             name: result.per_query[name][:20].tolist()

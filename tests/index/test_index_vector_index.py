@@ -296,3 +296,15 @@ def test_input_errors():
     assert result.ids[0, 0] == 0 and sorted(result.ids[0, 1:3]) == [1, 2]
     assert result.ids[0, 3:].tolist() == [-1, -1]
     assert np.isinf(result.distances[0, 3:]).all() and result.metadata[0][3] is None
+
+
+def test_works_after_faiss_torch_utils_patched_faiss():
+    # pytorch-metric-learning imports faiss.contrib.torch_utils, which swaps faiss's methods for
+    # torch versions process-wide; the index must keep working in the same process.
+    pytest.importorskip("faiss.contrib.torch_utils")
+    x = clustered(400)
+    for kind in ("flat", "hnsw"):
+        index = VectorIndex.build(x, kind=kind)
+        index.remove(np.arange(250))  # compacts: reconstructs and re-adds the vectors
+        result = index.search(x[300:310], k=3)
+        assert result.ids[:, 0].tolist() == list(range(300, 310))

@@ -179,7 +179,10 @@ def iter_knn(
             yield start, stop, block_values, block_indices.astype(np.int64)
         return
     ref_tile = min(max(references.shape[0], 1), _MAX_REFERENCE_TILE)
-    query_rows = _query_block_rows(ref_tile, dtype.itemsize + _TOPK_BYTES_PER_ELEMENT, tile_bytes)
+    query_rows = min(
+        _query_block_rows(ref_tile, dtype.itemsize + _TOPK_BYTES_PER_ELEMENT, tile_bytes),
+        _query_block_rows(k, dtype.itemsize + 8, tile_bytes),
+    )
     for start in range(0, n, query_rows):
         stop = min(start + query_rows, n)
         values = np.full((stop - start, k), np.inf, dtype=dtype)

@@ -68,9 +68,9 @@ _DEFAULTS: dict[str, int] = {
     "ef_construction": 80,
     "ef_search": 128,
     "nlist": 0,  # 0: chosen at training, about 4 sqrt(N)
-    "nprobe": 32,
+    "nprobe": 64,
     "pq_m": 0,  # 0: chosen from the dimension, about D / 4 sub-quantisers
-    "refine_factor": 8,
+    "refine_factor": 16,
 }
 
 
@@ -143,6 +143,16 @@ def _check_params(params: dict[str, Any]) -> dict[str, int]:
     return merged
 
 
+def _numpy_method(index: Any, name: str) -> Any:
+    """faiss's numpy method ``name`` of ``index``.
+
+    ``faiss.contrib.torch_utils`` (imported by pytorch-metric-learning, among others) replaces the
+    methods of every faiss index class, process-wide, with torch versions that lack arguments
+    such as ``params``; it keeps the originals as ``<name>_numpy``.
+    """
+    return getattr(index, f"{name}_numpy", None) or getattr(index, name)
+
+
 def _auto_kind(n: int) -> str:
     if n <= AUTO_FLAT_MAX:
         return "flat"
@@ -174,8 +184,8 @@ class VectorIndex:
             :meth:`build`).
         **params: ``hnsw_m`` (graph degree, 32), ``ef_construction`` (80), ``ef_search``
             (candidates kept while searching, 128), ``nlist`` (IVF lists; 0 = ~4√N), ``nprobe``
-            (lists visited, 32), ``pq_m`` (sub-quantisers; 0 = ~D/4), ``refine_factor``
-            (IVF-PQ re-ranks ``refine_factor · k`` candidates exactly, 8).
+            (lists visited, 64), ``pq_m`` (sub-quantisers; 0 = ~D/4), ``refine_factor``
+            (IVF-PQ re-ranks ``refine_factor · k`` candidates exactly, 16).
 
     >>> index = VectorIndex.build(torch.eye(3), labels=[0, 1, 2], sources=["a", "b", "c"])
     >>> result = index.search(torch.tensor([[0.9, 0.1, 0.0]]), k=2)
@@ -306,12 +316,12 @@ class VectorIndex:
                 index = self._new_faiss_index(n)
                 sample = min(n, max(64 * self.params["nlist"], IVFPQ_MIN_TRAIN))
                 chosen = np.random.default_rng(0).choice(n, size=sample, replace=False)
-                index.train(x[np.sort(chosen)])
+                _numpy_method(index, "train")(x[np.sort(chosen)])
                 self._faiss = index
             positions = np.arange(self._faiss.ntotal, self._faiss.ntotal + n, dtype=np.int64)
             # Metadata first: it validates the columns, and a failure leaves faiss untouched.
             self._metadata.insert(new_ids, positions, labels, sources, extras)
-            self._faiss.add(x)
+            _numpy_method(self._faiss, "add")(x)
             self._ids_by_position = np.concatenate([self._ids_by_position, new_ids])
         return new_ids
 
@@ -366,7 +376,9 @@ class VectorIndex:
         index = self._faiss
         if self.kind == "ivfpq":
             index = faiss.downcast_index(index).refine_index
-        return index.reconstruct_n(0, index.ntotal)
+        out = np.empty((index.ntotal, self.dim), dtype=np.float32)
+        _numpy_method(index, "reconstruct_n")(0, index.ntotal, out)
+        return out
 
     def _compact_locked(self) -> None:
         if self._faiss is None or self._removed == 0:
@@ -376,7 +388,7 @@ class VectorIndex:
         fresh = faiss.clone_index(self._faiss)
         fresh.reset()
         if vectors.shape[0]:
-            fresh.add(vectors)
+            _numpy_method(fresh, "add")(vectors)
         ids = self._ids_by_position[live]
         self._metadata.renumber({int(i): p for p, i in enumerate(ids)})
         self._faiss = fresh
@@ -454,7 +466,8 @@ class VectorIndex:
                 positions = np.full((q.shape[0], k), -1, dtype=np.int64)
             else:
                 params = self._search_parameters(ef_search, nprobe, int(k))
-                raw, positions = self._faiss.search(q, int(k), params=params)
+                search = _numpy_method(self._faiss, "search")
+                raw, positions = search(q, int(k), params=params)
             found = positions >= 0
             ids = np.where(found, self._ids_by_position[np.where(found, positions, 0)], -1)
             records = self._metadata.records(ids[found].tolist()) if with_metadata else {}
