@@ -101,7 +101,7 @@ def kmeans(
     """Lloyd's k-means with k-means++ seeding, deterministic for a given ``seed``.
 
     Stops when no assignment changes or after ``max_iterations``. A cluster that empties is
-    re-seeded with the item farthest from its centre.
+    re-seeded with the item farthest from its centre. Runs on the CPU.
 
     Args:
         embeddings: ``(N, D)`` float embeddings.
@@ -118,6 +118,8 @@ def kmeans(
     n = x.shape[0]
     if not isinstance(num_clusters, (int, np.integer)) or not 1 <= num_clusters <= n:
         raise ValueError(f"num_clusters must be an integer in [1, {n}]; got {num_clusters!r}")
+    # On the CPU: the seeded draws use a CPU generator (and stay reproducible across devices).
+    x = x.cpu()
     if x.dtype in (torch.float16, torch.bfloat16):
         x = x.float()
     generator = torch.Generator().manual_seed(int(seed))

@@ -4,7 +4,7 @@ Every evaluation protocol ranks references by their distance to a query. Doing t
 ``(N, M)`` distance matrix runs out of memory long before real reference sets do (100,000 × 100,000
 float32 is 40 GB), so the search here walks over *tiles*: a block of queries against a block of
 references, whose distances come from :func:`tripletkit.distances.pairwise_distances_unchecked`.
-The peak extra memory is a few tiles (``tile_bytes``, 64 MiB by default) plus the results; a set
+The peak extra memory is a few tiles (``tile_bytes``, 32 MiB by default) plus the results; a set
 searched against itself also keeps every query's running top-k (``N · k · 8`` bytes for float32,
 up to 512 MiB, beyond which it is searched block by block like a separate reference set).
 
@@ -51,7 +51,7 @@ __all__ = [
 ]
 
 #: Memory allowed for one tile of distances and its bookkeeping (bytes).
-DEFAULT_TILE_BYTES = 64 * 2**20
+DEFAULT_TILE_BYTES = 32 * 2**20
 
 # Bytes of bookkeeping per tile element, on top of the distance itself: the float32 result of the
 # distance before its copy (top-k), or the sort key, the order and the relevance arrays (full
