@@ -1,0 +1,339 @@
+"""Exact nearest-neighbour search in bounded memory, with one rule for ties.
+
+Every evaluation protocol ranks references by their distance to a query. Doing that with a dense
+``(N, M)`` distance matrix runs out of memory long before real reference sets do (100,000 × 100,000
+float32 is 40 GB), so the search here walks over *tiles*: a block of queries against a block of
+references, whose distances come from :func:`tripletkit.distances.pairwise_distances_unchecked`.
+The peak extra memory is a few tiles (``tile_bytes``, 32 MiB by default) plus the results; a set
+searched against itself also keeps every query's running top-k (``N · k · 8`` bytes for float32,
+up to 512 MiB, beyond which it is searched block by block like a separate reference set).
+
+**Ranking rule.** References are ordered by ``(distance, reference index)``: the smaller distance
+first and, between equal distances, the reference that comes first in the reference set (as
+faiss's exact L2 search, which pytorch-metric-learning uses, orders them). The rule holds at the k-th position too: when several
+references tie at the cut, the ones with the lowest indices are kept. With ``exclude_self`` (a set
+searched against itself) query ``i`` never returns reference ``i``, even when duplicates of it sit at
+distance 0.
+
+Two ways to walk the tiles:
+
+* :func:`knn` / :func:`iter_knn` keep the ``k`` best per query in a bounded heap per row
+  (:mod:`tripletkit.evaluation.topk_kernel`, numba, all cores): a reference enters only if it beats
+  the current k-th entry, so after the first tiles almost every distance costs one comparison. A
+  set searched against itself computes each tile of its symmetric distance matrix once and feeds
+  it to both blocks' heaps: half the matrix products.
+* :func:`iter_rankings` orders *all* references for a block of queries (what mean average precision
+  over the whole ranking, CMC and mINP need). It sorts ``(distance, index)`` pairs packed into one
+  64-bit key for float32 distances.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from tripletkit.distances import METRICS, Metric, pairwise_distances_unchecked
+from tripletkit.evaluation.topk_kernel import heap_merge_tile, sorted_heaps
+from tripletkit.validation import check_choice, check_embeddings, check_same_dim
+
+__all__ = [
+    "DEFAULT_TILE_BYTES",
+    "Neighbours",
+    "as_embeddings",
+    "iter_knn",
+    "iter_rankings",
+    "knn",
+]
+
+#: Memory allowed for one tile of distances and its bookkeeping (bytes).
+DEFAULT_TILE_BYTES = 32 * 2**20
+
+# Bytes of bookkeeping per tile element, on top of the distance itself: the float32 result of the
+# distance before its copy (top-k), or the sort key, the order and the relevance arrays (full
+# ranking).
+_TOPK_BYTES_PER_ELEMENT = 4
+_RANKING_BYTES_PER_ELEMENT = 96
+_MAX_REFERENCE_TILE = 32_768
+# A set searched against itself keeps every row's heap (see _symmetric_knn) up to this size.
+_SYMMETRIC_HEAP_BYTES = 512 * 2**20
+
+
+@dataclass(frozen=True)
+class Neighbours:
+    """The ``k`` nearest references of each query.
+
+    Attributes:
+        distances: ``(N, k)`` distances, ascending along each row (float32, or float64 for float64
+            embeddings), in the metric that was searched.
+        indices: ``(N, k)`` int64 reference indices, in ranking order.
+    """
+
+    distances: torch.Tensor
+    indices: torch.Tensor
+
+
+def as_embeddings(x: Any, name: str) -> torch.Tensor:
+    """``x`` (a tensor or a numpy array) as a checked 2-D floating tensor; see ``check_embeddings``.
+
+    >>> as_embeddings(np.zeros((2, 3), dtype=np.float32), "queries").shape
+    torch.Size([2, 3])
+    """
+    if isinstance(x, np.ndarray):
+        x = torch.from_numpy(np.ascontiguousarray(x))
+    return check_embeddings(x, name).detach()
+
+
+def _check_search_inputs(
+    queries: Any, references: Any, distance: str
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    check_choice(distance, METRICS, "distance")
+    queries = as_embeddings(queries, "queries")
+    if references is None:
+        return queries, queries, True
+    references = as_embeddings(references, "references")
+    check_same_dim(queries, references, "queries", "references")
+    return queries, references, False
+
+
+def _distance_dtype(queries: torch.Tensor, references: torch.Tensor) -> np.dtype:
+    dtype = torch.promote_types(queries.dtype, references.dtype)
+    return np.dtype(np.float64) if dtype == torch.float64 else np.dtype(np.float32)
+
+
+def _tile(
+    queries: torch.Tensor,
+    references: torch.Tensor,
+    metric: str,
+    dtype: np.dtype,
+    signed_zero: bool = True,
+) -> np.ndarray:
+    """Distances of a block of queries to a block of references, as a writable numpy array."""
+    with torch.no_grad():
+        block = pairwise_distances_unchecked(queries, references, metric)
+    values = np.ascontiguousarray(block.cpu().numpy(), dtype=dtype)
+    if not signed_zero:
+        # + 0.0 turns -0.0 into +0.0, so that the two zeros rank as equal in the packed sort keys.
+        values += dtype.type(0.0)
+    return values
+
+
+def _check_complete(indices: np.ndarray) -> None:
+    if indices.size and bool((indices < 0).any()):
+        raise ValueError(
+            "some distances overflowed to Inf although the embeddings are finite: their magnitude "
+            "is too large for the dtype. L2-normalise the embeddings (or use float64)."
+        )
+
+
+def _query_block_rows(columns: int, bytes_per_element: int, tile_bytes: int) -> int:
+    return max(1, int(tile_bytes // (max(columns, 1) * bytes_per_element)))
+
+
+def iter_knn(
+    queries: Any,
+    references: Any = None,
+    k: int = 10,
+    *,
+    distance: Metric | str = "cosine",
+    tile_bytes: int = DEFAULT_TILE_BYTES,
+) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """Exact k nearest references, one block of queries at a time (see :func:`knn`).
+
+    Yields:
+        ``(start, stop, distances, indices)`` for queries ``start:stop``: numpy arrays of shape
+        ``(stop - start, k)``. Consuming the blocks one by one keeps memory at a few tiles however
+        many queries there are.
+
+    >>> x = torch.tensor([[0.0], [1.0], [3.0]])
+    >>> [(s, e, i.tolist()) for s, e, _, i in iter_knn(x, k=1, distance="euclidean")]
+    [(0, 3, [[1], [0], [1]])]
+    """
+    queries, references, same = _check_search_inputs(queries, references, distance)
+    num_refs = references.shape[0] - int(same)
+    if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 0:
+        raise ValueError(f"k must be an integer >= 0; got {k!r}")
+    if k > num_refs:
+        raise ValueError(
+            f"k={k} but there are only {num_refs} references to return per query"
+            + (" (a set searched against itself excludes each query)" if same else "")
+        )
+    dtype = _distance_dtype(queries, references)
+    k = int(k)
+    n = queries.shape[0]
+    if k == 0 or n == 0:
+        for start in range(0, n, max(n, 1)):
+            yield start, n, np.empty((n, 0), dtype=dtype), np.empty((n, 0), dtype=np.int64)
+        return
+    if same and n * k * (dtype.itemsize + 4) <= _SYMMETRIC_HEAP_BYTES:
+        values, indices = _symmetric_knn(queries, k, distance, dtype, tile_bytes)
+        # The consumer's per-block work (sorting, relevance, metrics) takes ~64 bytes an entry.
+        rows = _query_block_rows(k, 64, tile_bytes)
+        for start in range(0, n, rows):
+            stop = min(start + rows, n)
+            block_values, block_indices = sorted_heaps(values[start:stop], indices[start:stop])
+            yield start, stop, block_values, block_indices.astype(np.int64)
+        return
+    ref_tile = min(max(references.shape[0], 1), _MAX_REFERENCE_TILE)
+    query_rows = min(
+        _query_block_rows(ref_tile, dtype.itemsize + _TOPK_BYTES_PER_ELEMENT, tile_bytes),
+        _query_block_rows(k, dtype.itemsize + 8, tile_bytes),
+    )
+    for start in range(0, n, query_rows):
+        stop = min(start + query_rows, n)
+        values = np.full((stop - start, k), np.inf, dtype=dtype)
+        indices = np.full((stop - start, k), -1, dtype=np.int64)
+        sizes = np.zeros(stop - start, dtype=np.int64)
+        for ref_start in range(0, references.shape[0], ref_tile):
+            ref_stop = min(ref_start + ref_tile, references.shape[0])
+            block = _tile(queries[start:stop], references[ref_start:ref_stop], distance, dtype)
+            skip = np.arange(start - ref_start, stop - ref_start, dtype=np.int64)
+            if not same:
+                skip[:] = -1
+            heap_merge_tile(block, False, 0, ref_start, skip, values, indices, sizes)
+        _check_finite(values)
+        yield start, stop, *sorted_heaps(values, indices)
+
+
+def _check_finite(values: np.ndarray) -> None:
+    if not bool(np.isfinite(values).all()):
+        _check_complete(np.array([-1]))
+
+
+def _symmetric_knn(
+    x: torch.Tensor, k: int, metric: str, dtype: np.dtype, tile_bytes: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """k nearest neighbours of a set within itself, computing each distance once.
+
+    The distance matrix of a set with itself is symmetric: tile ``(I, J)`` feeds the heaps of the
+    rows of block ``I`` and, read column by column, those of block ``J``, so only the tiles with
+    ``J >= I`` are computed (half the matrix products of the blocked search). The heaps of all
+    ``N`` rows are kept until the end: ``N k (itemsize + 4)`` bytes (int32 indices).
+    """
+    n = x.shape[0]
+    side = max(1, min(n, math.isqrt(max(tile_bytes // (dtype.itemsize + 4), 1))))
+    values = np.full((n, k), np.inf, dtype=dtype)
+    indices = np.full((n, k), -1, dtype=np.int32 if n < 2**31 else np.int64)
+    sizes = np.zeros(n, dtype=np.int64)
+    no_skip = np.full(side, -1, dtype=np.int64)
+    diagonal = np.arange(side, dtype=np.int64)
+    for first in range(0, n, side):
+        first_stop = min(first + side, n)
+        rows = first_stop - first
+        for second in range(first, n, side):
+            second_stop = min(second + side, n)
+            block = _tile(x[first:first_stop], x[second:second_stop], metric, dtype)
+            skip = diagonal[:rows] if second == first else no_skip[:rows]
+            heap_merge_tile(block, False, first, second, skip, values, indices, sizes)
+            if second != first:
+                skip = no_skip[: second_stop - second]
+                heap_merge_tile(block, True, second, first, skip, values, indices, sizes)
+    _check_finite(values)
+    return values, indices
+
+
+def knn(
+    queries: Any,
+    references: Any = None,
+    k: int = 10,
+    *,
+    distance: Metric | str = "cosine",
+    tile_bytes: int = DEFAULT_TILE_BYTES,
+) -> Neighbours:
+    """Exact k nearest references of every query, without an ``(N, M)`` distance matrix.
+
+    Args:
+        queries: ``(N, D)`` float embeddings (tensor or numpy array).
+        references: ``(M, D)`` float embeddings; ``None`` searches ``queries`` against itself,
+            excluding each query from its own results.
+        k: neighbours per query, at most the number of references (``M - 1`` without a
+            reference set).
+        distance: one of ``tripletkit.distances.METRICS`` (smaller means closer); ``"cosine"`` suits
+            L2-normalised embeddings.
+        tile_bytes: memory for one tile of distances and its bookkeeping.
+
+    Returns:
+        :class:`Neighbours` ordered by ``(distance, reference index)`` (see the module docstring).
+
+    >>> x = torch.tensor([[0.0], [1.0], [1.0], [5.0]])
+    >>> result = knn(x, k=2, distance="euclidean")
+    >>> result.indices.tolist()
+    [[1, 2], [2, 0], [1, 0], [1, 2]]
+    """
+    blocks = list(iter_knn(queries, references, k, distance=distance, tile_bytes=tile_bytes))
+    if not blocks:
+        dtype = torch.float32
+        return Neighbours(torch.empty(0, k, dtype=dtype), torch.empty(0, k, dtype=torch.int64))
+    distances = np.concatenate([b[2] for b in blocks])
+    indices = np.concatenate([b[3] for b in blocks])
+    return Neighbours(torch.from_numpy(distances), torch.from_numpy(indices))
+
+
+def _packed_order(block: np.ndarray) -> np.ndarray:
+    """Column order of each row by ``(value, column)``: one sort of packed 64-bit keys.
+
+    A float32's bit pattern, read as a signed integer with the magnitude bits of negative numbers
+    flipped, orders like the float; the column fills the low 32 bits and breaks ties.
+    """
+    bits = block.view(np.int32)
+    ordered = bits ^ ((bits >> 31) & np.int32(0x7FFFFFFF))
+    keys = ordered.astype(np.int64) << 32
+    keys |= np.arange(block.shape[1], dtype=np.int64)
+    keys.sort(axis=1)
+    keys &= np.int64(0xFFFFFFFF)
+    return keys
+
+
+def _ranking_order(block: np.ndarray) -> np.ndarray:
+    if block.dtype == np.float32 and block.shape[1] < 2**31:
+        return _packed_order(block)
+    return np.argsort(block, axis=1, kind="stable")
+
+
+def iter_rankings(
+    queries: Any,
+    references: Any = None,
+    *,
+    distance: Metric | str = "cosine",
+    tile_bytes: int = DEFAULT_TILE_BYTES,
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Every reference ranked for each query, one block of queries at a time.
+
+    Costs one sort of the ``M`` references per query (``O(N M log M)``): for the metrics that need
+    the whole ranking (mean average precision, mINP, CMC). Memory: a block of ``B`` full rows with
+    ``B · M · 96`` bytes ≤ ``tile_bytes`` (at least one row; the consumers' arrays included).
+
+    Yields:
+        ``(start, stop, order)``: ``order`` is an int64 numpy array ``(stop - start, M')`` of
+        reference indices by ``(distance, index)``; ``M' = M - 1`` without a reference set (each
+        query's own index is removed from its row), else ``M``.
+
+    >>> x = torch.tensor([[0.0], [2.0], [1.0]])
+    >>> [order.tolist() for _, _, order in iter_rankings(x, distance="euclidean")]
+    [[[2, 1], [2, 0], [0, 1]]]
+    """
+    queries, references, same = _check_search_inputs(queries, references, distance)
+    dtype = _distance_dtype(queries, references)
+    num_refs = references.shape[0]
+    query_rows = _query_block_rows(num_refs, _RANKING_BYTES_PER_ELEMENT, tile_bytes)
+    ref_tile = min(max(num_refs, 1), _MAX_REFERENCE_TILE)
+    for start in range(0, queries.shape[0], query_rows):
+        stop = min(start + query_rows, queries.shape[0])
+        block = np.empty((stop - start, num_refs), dtype=dtype)
+        for ref_start in range(0, num_refs, ref_tile):
+            ref_stop = min(ref_start + ref_tile, num_refs)
+            block[:, ref_start:ref_stop] = _tile(
+                queries[start:stop], references[ref_start:ref_stop], distance, dtype, False
+            )
+        if not bool(np.isfinite(block).all()):
+            _check_complete(np.array([-1]))
+        order = _ranking_order(block)
+        del block
+        if same:
+            own = np.arange(start, stop)[:, None]
+            order = order[order != own].reshape(stop - start, num_refs - 1)
+        yield start, stop, order

@@ -1,0 +1,179 @@
+"""Text retrieval with relevance judgements (qrels): Recall@k, MRR@10 and nDCG@10.
+
+Queries rank a corpus of documents; *qrels* say which documents are relevant to which query, with
+an integer grade (0 = judged not relevant). The definitions follow ``trec_eval`` (as used by BEIR
+and MS MARCO) for the ranking a model produced, with ``rel(i)`` the grade of the document at rank
+``i`` (0 when unjudged):
+
+* ``recall_at_k``: relevant documents (grade > 0) among the first ``k``, divided by the number of
+  relevant documents of the query (the IR recall, unlike the hit rate of
+  :mod:`tripletkit.evaluation.retrieval`);
+* ``mrr_at_10``: ``1 / rank`` of the first relevant document if it is within the first 10, else 0;
+* ``ndcg_at_10``: ``DCG@10 / IDCG@10`` with ``DCG@k = Σ_{i<=k} rel(i) / log2(i + 1)`` (linear
+  gain, as trec_eval) and IDCG the DCG of the ideal order of the query's judged grades.
+
+Queries without any relevant document are left out (counted in ``queries_without_relevant``).
+Ties between equal distances rank the document with the lower index first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tripletkit.distances import Metric
+from tripletkit.evaluation.search import DEFAULT_TILE_BYTES, as_embeddings, iter_knn
+from tripletkit.validation import check_same_dim
+
+__all__ = [
+    "DEFAULT_TEXT_KS",
+    "TextRetrievalEvaluation",
+    "evaluate_text_retrieval",
+    "text_ranking_metrics",
+]
+
+#: The Recall@k cut-offs reported when none are given.
+DEFAULT_TEXT_KS: tuple[int, ...] = (1, 5, 10, 100)
+
+Qrels = Mapping[Hashable, Mapping[Hashable, int]]
+
+
+@dataclass(frozen=True)
+class TextRetrievalEvaluation:
+    """Everything a text retrieval evaluation measured.
+
+    Attributes:
+        metrics: flat ``{name: value}``: ``recall_at_<k>``, ``mrr_at_10``, ``ndcg_at_10``,
+            ``num_queries``, ``queries_without_relevant``.
+        per_query: ``{metric: {query id: value}}`` for the evaluated queries.
+    """
+
+    metrics: dict[str, float]
+    per_query: dict[str, dict[Hashable, float]] = field(repr=False)
+
+
+def _check_ks(ks: Iterable[int]) -> tuple[int, ...]:
+    values = sorted({int(k) for k in ks})
+    if not values or values[0] < 1:
+        raise ValueError(f"ks must be integers >= 1; got {ks!r}")
+    return tuple(values)
+
+
+def text_ranking_metrics(
+    rankings: Mapping[Hashable, Sequence[Hashable]],
+    qrels: Qrels,
+    ks: Iterable[int] = DEFAULT_TEXT_KS,
+) -> TextRetrievalEvaluation:
+    """Recall@k, MRR@10 and nDCG@10 of given rankings (from any search, e.g. a ``VectorIndex``).
+
+    Args:
+        rankings: ``{query id: [document id, ...]}`` best first; at least ``max(ks)`` and 10
+            documents per query for exact values (fewer count as not retrieved).
+        qrels: ``{query id: {document id: grade}}``, grade > 0 meaning relevant.
+        ks: the cut-offs of ``recall_at_<k>``.
+
+    Returns:
+        A :class:`TextRetrievalEvaluation` over the queries of ``qrels`` with a relevant document;
+        such a query missing from ``rankings`` raises ``ValueError``.
+
+    >>> r = text_ranking_metrics({"q1": ["d3", "d1", "d2"]}, {"q1": {"d1": 1, "d2": 2}}, ks=[1, 2])
+    >>> {k: round(v, 4) for k, v in r.metrics.items()}
+    {'recall_at_1': 0.0, 'recall_at_2': 0.5, 'mrr_at_10': 0.5, 'ndcg_at_10': 0.6199, 'num_queries': 1.0, 'queries_without_relevant': 0.0}
+    """
+    ks = _check_ks(ks)
+    names = [*(f"recall_at_{k}" for k in ks), "mrr_at_10", "ndcg_at_10"]
+    per_query: dict[str, dict[Hashable, float]] = {name: {} for name in names}
+    without = 0
+    discount = 1.0 / np.log2(np.arange(2, 12))
+    for query, judged in qrels.items():
+        grades = {doc: int(g) for doc, g in judged.items() if int(g) > 0}
+        if not grades:
+            without += 1
+            continue
+        if query not in rankings:
+            raise ValueError(f"query {query!r} has relevant documents in qrels but no ranking")
+        ranked = list(rankings[query])
+        gains = np.array([grades.get(doc, 0) for doc in ranked], dtype=np.float64)
+        hit = gains > 0
+        for k in ks:
+            per_query[f"recall_at_{k}"][query] = float(hit[:k].sum()) / len(grades)
+        first = np.flatnonzero(hit[:10])
+        per_query["mrr_at_10"][query] = 1.0 / (first[0] + 1) if first.size else 0.0
+        top = gains[:10]
+        ideal = np.sort(np.array(list(grades.values()), dtype=np.float64))[::-1][:10]
+        dcg = float((top * discount[: top.size]).sum())
+        idcg = float((ideal * discount[: ideal.size]).sum())
+        per_query["ndcg_at_10"][query] = dcg / idcg
+    evaluated = len(per_query["mrr_at_10"])
+    if evaluated == 0:
+        raise ValueError("no query in qrels has a relevant document (grade > 0)")
+    metrics = {name: float(np.mean(list(values.values()))) for name, values in per_query.items()}
+    metrics["num_queries"] = float(evaluated + without)
+    metrics["queries_without_relevant"] = float(without)
+    return TextRetrievalEvaluation(metrics, per_query)
+
+
+def evaluate_text_retrieval(
+    query_embeddings: Any,
+    document_embeddings: Any,
+    qrels: Qrels,
+    *,
+    query_ids: Sequence[Hashable] | None = None,
+    document_ids: Sequence[Hashable] | None = None,
+    ks: Iterable[int] = DEFAULT_TEXT_KS,
+    distance: Metric | str = "cosine",
+    tile_bytes: int = DEFAULT_TILE_BYTES,
+) -> TextRetrievalEvaluation:
+    """Rank the documents for each query by exact search, then score with qrels.
+
+    Args:
+        query_embeddings: ``(Q, D)`` float; document_embeddings: ``(C, D)`` float.
+        qrels: ``{query id: {document id: grade}}``.
+        query_ids: the id of each query row (default: its position 0..Q-1).
+        document_ids: the id of each document row (default: its position 0..C-1).
+        ks: the cut-offs of ``recall_at_<k>``.
+        distance: one of ``tripletkit.distances.METRICS``.
+        tile_bytes: memory for one tile of the search.
+
+    Returns:
+        A :class:`TextRetrievalEvaluation` (see :func:`text_ranking_metrics`).
+
+    >>> import torch
+    >>> q = torch.tensor([[1.0, 0.0]]); docs = torch.tensor([[0.0, 1.0], [1.0, 0.1]])
+    >>> evaluate_text_retrieval(q, docs, {0: {1: 1}}, ks=[1]).metrics["mrr_at_10"]
+    1.0
+    """
+    ks = _check_ks(ks)
+    queries = as_embeddings(query_embeddings, "query_embeddings")
+    documents = as_embeddings(document_embeddings, "document_embeddings")
+    check_same_dim(queries, documents, "query_embeddings", "document_embeddings")
+    query_ids = list(range(queries.shape[0])) if query_ids is None else list(query_ids)
+    document_ids = list(range(documents.shape[0])) if document_ids is None else list(document_ids)
+    if len(query_ids) != queries.shape[0] or len(document_ids) != documents.shape[0]:
+        raise ValueError(
+            f"got {len(query_ids)} query ids for {queries.shape[0]} queries and "
+            f"{len(document_ids)} document ids for {documents.shape[0]} documents; they must match"
+        )
+    row_of = {query: row for row, query in enumerate(query_ids)}
+    if len(row_of) != len(query_ids) or len(set(document_ids)) != len(document_ids):
+        raise ValueError("query_ids and document_ids must be unique")
+    wanted = [query for query, judged in qrels.items() if any(int(g) > 0 for g in judged.values())]
+    missing = [query for query in wanted if query not in row_of]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} queries of qrels have no embedding (e.g. {missing[0]!r}); "
+            "pass query_ids naming each row"
+        )
+    rows = np.array([row_of[query] for query in wanted], dtype=np.int64)
+    depth = min(documents.shape[0], max(max(ks), 10))
+    rankings: dict[Hashable, list[Hashable]] = {}
+    if rows.size:
+        for start, _, _, indices in iter_knn(
+            queries[rows], documents, depth, distance=distance, tile_bytes=tile_bytes
+        ):
+            for offset, ranked in enumerate(indices):
+                rankings[wanted[start + offset]] = [document_ids[i] for i in ranked]
+    return text_ranking_metrics(rankings, qrels, ks)

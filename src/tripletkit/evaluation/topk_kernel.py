@@ -1,0 +1,122 @@
+"""The k smallest ``(distance, index)`` pairs of each row, kept in a bounded heap per row (numba).
+
+Each row owns a max-heap of its ``k`` best entries so far, ordered lexicographically by
+``(distance, reference index)``: the root is the worst kept entry. A new distance is compared with
+the root once; only a strictly better pair enters (``O(log k)``). After the first few tiles almost
+every distance is rejected by that single comparison, so selecting costs about one comparison per
+distance, on all cores (rows are independent). Because the order is lexicographic, the result does
+not depend on the order in which tiles arrive, and ties at the k-th place keep the lowest indices.
+"""
+
+from __future__ import annotations
+
+import numba as nb
+import numpy as np
+
+__all__ = ["heap_merge_tile", "sorted_heaps"]
+
+
+@nb.njit(cache=True, inline="always")
+def _greater(v1, i1, v2, i2) -> bool:
+    return v1 > v2 or (v1 == v2 and i1 > i2)
+
+
+@nb.njit(cache=True, inline="always")
+def _offer(values, indices, size, k, value, index) -> int:
+    """Offer ``(value, index)`` to one row's heap (1-D views); return the new size."""
+    if size < k:
+        position = size
+        while position > 0:
+            parent = (position - 1) >> 1
+            if _greater(values[parent], indices[parent], value, index):
+                break
+            values[position] = values[parent]
+            indices[position] = indices[parent]
+            position = parent
+        values[position] = value
+        indices[position] = index
+        return size + 1
+    position = 0
+    while True:
+        child = 2 * position + 1
+        if child >= k:
+            break
+        if child + 1 < k and _greater(
+            values[child + 1], indices[child + 1], values[child], indices[child]
+        ):
+            child += 1
+        if not _greater(values[child], indices[child], value, index):
+            break
+        values[position] = values[child]
+        indices[position] = indices[child]
+        position = child
+    values[position] = value
+    indices[position] = index
+    return size
+
+
+@nb.njit(parallel=True, cache=True)
+def heap_merge_tile(
+    block: np.ndarray,
+    transposed: bool,
+    row_start: int,
+    ref_start: int,
+    skip_column: np.ndarray,
+    heap_values: np.ndarray,
+    heap_indices: np.ndarray,
+    heap_sizes: np.ndarray,
+) -> None:  # pragma: no cover - compiled by numba; tested through knn
+    """Offer every entry of a tile to its row's heap.
+
+    Args:
+        block: ``(B, C)`` distances of heap rows ``row_start .. row_start + B`` to references
+            ``ref_start .. ref_start + C``; with ``transposed``, ``(C, B)`` holding the same
+            distances (a tile computed the other way round, read column by column).
+        transposed: see ``block``.
+        row_start: the first heap row this tile feeds.
+        ref_start: reference index of the tile's first reference.
+        skip_column: ``(B,)`` int64 reference (relative to ``ref_start``) to leave out of each
+            row (the query itself), or -1.
+        heap_values, heap_indices: ``(N, k)`` heaps, updated in place.
+        heap_sizes: ``(N,)`` int64 entries in each heap, updated in place.
+    """
+    rows = block.shape[1] if transposed else block.shape[0]
+    cols = block.shape[0] if transposed else block.shape[1]
+    k = heap_values.shape[1]
+    for r in nb.prange(rows):
+        row = row_start + r
+        values = heap_values[row]
+        indices = heap_indices[row]
+        size = heap_sizes[row]
+        skip = skip_column[r]
+        # The worst kept entry, cached: most distances are rejected by comparing with it alone.
+        full = size == k
+        worst_value = values[0]
+        worst_index = indices[0]
+        for c in range(cols):
+            value = block[c, r] if transposed else block[r, c]
+            if full and value > worst_value:
+                continue
+            index = ref_start + c
+            if (full and value == worst_value and index > worst_index) or c == skip:
+                continue
+            size = _offer(values, indices, size, k, value, index)
+            full = size == k
+            worst_value = values[0]
+            worst_index = indices[0]
+        heap_sizes[row] = size
+
+
+def sorted_heaps(
+    heap_values: np.ndarray, heap_indices: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's heap entries in ascending ``(distance, index)`` order.
+
+    >>> sorted_heaps(np.array([[3.0, 1.0, 1.0]]), np.array([[0, 5, 2]]))
+    (array([[1., 1., 3.]]), array([[2, 5, 0]]))
+    """
+    order = np.lexsort((heap_indices, heap_values), axis=1)
+    return (
+        np.take_along_axis(heap_values, order, axis=1),
+        np.take_along_axis(heap_indices, order, axis=1),
+    )

@@ -1,0 +1,147 @@
+"""The chunked exact search against a dense brute-force ranking, ties included."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import tripletkit.evaluation.search as search
+from tripletkit.evaluation.search import iter_knn, iter_rankings, knn
+
+from . import reference
+
+EXACT_METRICS = ["squared_euclidean", "euclidean", "dot"]
+
+
+def integer_embeddings(
+    seed: int, n: int, dim: int = 3, low: int = -2, high: int = 3
+) -> torch.Tensor:
+    """Small integer coordinates: float32 distances are exact, and many of them tie."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(low, high, (n, dim), generator=generator).float()
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(2, 60),
+    m=st.integers(1, 70),
+    metric=st.sampled_from(EXACT_METRICS),
+    tile_bytes=st.sampled_from([1, 2_000, 50_000, 10**8]),
+    data=st.data(),
+)
+def test_knn_matches_brute_force_with_ties(seed, n, m, metric, tile_bytes, data):
+    queries = integer_embeddings(seed, n)
+    references = integer_embeddings(seed + 1, m)
+    k = data.draw(st.integers(0, m))
+    result = knn(queries, references, k, distance=metric, tile_bytes=tile_bytes)
+    expected = reference.ranking(reference.dense_distances(queries, references, metric))
+    assert result.indices.tolist() == [row[:k] for row in expected]
+    dense = reference.dense_distances(queries, references, metric)
+    gathered = np.take_along_axis(dense, result.indices.numpy(), axis=1)
+    np.testing.assert_allclose(result.distances.numpy(), gathered, rtol=1e-6, atol=1e-6)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(2, 60),
+    metric=st.sampled_from(EXACT_METRICS),
+    tile_bytes=st.sampled_from([1, 3_000, 10**8]),
+    data=st.data(),
+)
+def test_knn_of_a_set_against_itself_excludes_each_query(seed, n, metric, tile_bytes, data):
+    x = integer_embeddings(seed, n, low=-1, high=2)  # many exact duplicates at distance 0
+    k = data.draw(st.integers(0, n - 1))
+    result = knn(x, k=k, distance=metric, tile_bytes=tile_bytes)
+    expected = reference.ranking(reference.dense_distances(x, x, metric), exclude_self=True)
+    assert result.indices.tolist() == [row[:k] for row in expected]
+
+
+@pytest.mark.parametrize("metric", ["cosine", "euclidean", "dot"])
+def test_knn_on_random_float64_embeddings(metric):
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(120, 8, generator=generator, dtype=torch.float64)
+    result = knn(x, k=7, distance=metric, tile_bytes=4_000)
+    expected = reference.ranking(reference.dense_distances(x, x, metric), exclude_self=True)
+    assert result.indices.tolist() == [row[:7] for row in expected]
+    assert result.distances.dtype == torch.float64
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(1, 40),
+    m=st.integers(1, 50),
+    metric=st.sampled_from(EXACT_METRICS),
+    dtype=st.sampled_from([torch.float32, torch.float64]),
+    same=st.booleans(),
+    tile_bytes=st.sampled_from([1, 5_000, 10**8]),
+)
+def test_full_rankings_match_brute_force(seed, n, m, metric, dtype, same, tile_bytes):
+    queries = integer_embeddings(seed, n).to(dtype)
+    references = None if same else integer_embeddings(seed + 1, m).to(dtype)
+    blocks = list(iter_rankings(queries, references, distance=metric, tile_bytes=tile_bytes))
+    order = np.concatenate([b[2] for b in blocks]) if blocks else np.empty((0, 0))
+    refs = queries if same else references
+    expected = reference.ranking(reference.dense_distances(queries, refs, metric), same)
+    assert order.tolist() == expected
+    assert [b[0] for b in blocks] == sorted({b[0] for b in blocks})
+
+
+def test_negative_zero_and_positive_zero_tie():
+    # "dot" distances of these are -0.0 and +0.0: equal, so the lower index must win.
+    queries = torch.tensor([[1.0, 0.0]])
+    references = torch.tensor([[0.0, 5.0], [0.0, -5.0], [-1.0, 0.0]])
+    order = next(iter_rankings(queries, references, distance="dot"))[2]
+    assert order.tolist() == [[0, 1, 2]]
+    assert knn(queries, references, 2, distance="dot").indices.tolist() == [[0, 1]]
+
+
+def test_tiles_never_hold_the_full_distance_matrix(monkeypatch):
+    shapes = []
+    original = search.pairwise_distances_unchecked
+
+    def recording(x, y, metric):
+        shapes.append((x.shape[0], y.shape[0]))
+        return original(x, y, metric)
+
+    monkeypatch.setattr(search, "pairwise_distances_unchecked", recording)
+    monkeypatch.setattr(search, "_MAX_REFERENCE_TILE", 256)
+    x = torch.randn(2_000, 16)
+    budget = 200_000
+    for references in (None, x[:1_500]):  # against itself (symmetric tiles), and a reference set
+        shapes.clear()
+        blocks = list(iter_knn(x, references, k=5, tile_bytes=budget))
+        assert sum(stop - start for start, stop, _, _ in blocks) == 2_000
+        assert max(r * c for r, c in shapes) * (4 + search._TOPK_BYTES_PER_ELEMENT) <= budget
+        assert max(c for _, c in shapes) <= 256
+        assert len(shapes) > 10
+
+
+def test_numpy_inputs_are_accepted():
+    x = np.eye(3, dtype=np.float32)
+    assert knn(x, x, 1).indices.tolist() == [[0], [1], [2]]
+
+
+def test_bad_inputs_raise_clear_errors():
+    x = torch.randn(5, 3)
+    with pytest.raises(ValueError, match="only 4 references"):
+        knn(x, k=5)
+    with pytest.raises(ValueError, match="k must be an integer"):
+        knn(x, k=-1)
+    with pytest.raises(ValueError, match="dimension"):
+        knn(x, torch.randn(4, 2), 1)
+    with pytest.raises(ValueError, match="unknown distance"):
+        knn(x, k=1, distance="manhattan")
+    with pytest.raises(ValueError, match="NaN or Inf"):
+        knn(torch.tensor([[float("nan"), 0.0], [0.0, 0.0]]), k=1)
+
+
+def test_overflowing_distances_are_reported():
+    x = torch.tensor([[3e38, 3e38], [-3e38, -3e38], [1.0, 1.0]])
+    with pytest.raises(ValueError, match="overflowed"):
+        knn(x, k=2, distance="squared_euclidean")
