@@ -89,6 +89,14 @@ def _assert_matches_reference(
     assert stats.num_valid_triplets == expected.num_valid
     assert stats.num_selected == expected.num_selected
     assert stats.num_active == expected.num_active
+    considered = (
+        expected.num_valid
+        if mining in ("all", "semihard-window", "hard-window")
+        else (expected.num_selected)
+    )
+    assert stats.active_triplet_fraction == (
+        expected.num_active / considered if considered else 0.0
+    )
     for got, want in [
         (stats.mean_positive_distance, expected.mean_pos),
         (stats.mean_negative_distance, expected.mean_neg),

@@ -332,10 +332,16 @@ def _resolve_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
-def _aggregate(stats: torch.Tensor, num_valid: int, num_pos_pairs: int) -> TripletStats:
+def _aggregate(
+    stats: torch.Tensor, num_valid: int, num_pos_pairs: int, per_triplet: bool
+) -> TripletStats:
     column = stats.sum(dim=0)
     selected = int(column[_SELECTED])
     active = int(column[_ACTIVE])
+    # Modes that select triplets by their loss (all, windows) have every selected triplet active:
+    # their telling fraction is of all valid triplets. Modes that pick per anchor or pair report
+    # the share of their picks that still violate the margin.
+    considered = num_valid if per_triplet else selected
     neg_count = float(column[_NEG_COUNT])
     pos_max = float(stats[:, _POS_MAX].max()) if stats.shape[0] else float("nan")
     neg_min = float(stats[:, _NEG_MIN].min()) if stats.shape[0] else float("nan")
@@ -343,7 +349,7 @@ def _aggregate(stats: torch.Tensor, num_valid: int, num_pos_pairs: int) -> Tripl
         num_valid_triplets=num_valid,
         num_selected=selected,
         num_active=active,
-        active_triplet_fraction=active / selected if selected else 0.0,
+        active_triplet_fraction=active / considered if considered else 0.0,
         mean_positive_distance=float(column[_POS_SUM]) / num_pos_pairs
         if num_pos_pairs
         else float("nan"),
@@ -500,7 +506,7 @@ def batch_triplet_loss(
 
     # A sum over every anchor's positive and negative distances is finite exactly when all are.
     check_finite_distances(stats[:, [_POS_SUM, _NEG_SUM, _LOSS_SUM]])
-    summary = _aggregate(stats, num_valid, num_pos_pairs)
+    summary = _aggregate(stats, num_valid, num_pos_pairs, mode not in _PICK_MODES)
     loss = loss_sum.to(out_dtype) / max(summary.num_selected, 1)
     if return_stats:
         return loss, summary

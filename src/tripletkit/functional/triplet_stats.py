@@ -16,8 +16,10 @@ class TripletStats:
         num_selected: what the mining used: triplets for ``all`` and the windows, anchors for
             ``hard``/``easy-positive``, positive pairs for ``semihard``.
         num_active: how many of those have a loss > 0.
-        active_triplet_fraction: ``num_active / num_selected`` (0 when nothing was selected). Near
-            1.0 with the loss stuck at the margin is the sign of a collapsed embedding.
+        active_triplet_fraction: the share of the triplets the mining considered that have a
+            loss > 0: of all valid triplets for ``all`` and the windows (which select triplets by
+            their loss), of the picks for ``hard``/``semihard``/``easy-positive``. Near 1.0 with
+            the loss stuck at the margin is the sign of a collapsed embedding.
         mean_positive_distance: mean d(anchor, positive) over all positive pairs.
         mean_negative_distance: mean d(anchor, negative) over all negative pairs.
         hardest_positive_distance: the largest anchor-positive distance.

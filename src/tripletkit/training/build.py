@@ -22,6 +22,7 @@ Data sources (``data.dataset``):
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,8 +41,9 @@ from tripletkit.data import (
 )
 from tripletkit.data.bundled import fashion_mnist_available, load_digits, load_fashion_mnist
 from tripletkit.data.splits import DIGITS_TRAIN_CLASSES, FASHION_MNIST_TRAIN_CLASSES
+from tripletkit.files import atomic_write_text
 from tripletkit.training.config import RunConfig
-from tripletkit.training.trainer import TrainData, Trainer, TrainResult
+from tripletkit.training.trainer import TrainData, Trainer, TrainResult, seed_everything
 
 __all__ = ["BuiltRun", "RunOutcome", "build_loss", "build_run", "default_run_dir", "train"]
 
@@ -293,31 +295,29 @@ def train(config: RunConfig, run_dir: str | Path | None = None, resume: bool = F
     from tripletkit.evaluation import retrieval_metrics
 
     run_dir = Path(run_dir or config.train.run_dir or default_run_dir())
+    # Seed before building: the model's initial weights are part of what the seed fixes.
+    seed_everything(config.train.seed)
     built = build_run(config)
-    torch.manual_seed(config.train.seed)
 
     def evaluate(embeddings, labels):
         return retrieval_metrics(embeddings, labels)
 
+    test_file = run_dir / "test.json"
     test_before: dict[str, Any] = {}
-    if built.test is not None and not resume:
-        test_before = _embed_and_evaluate(built.model, built.test, evaluate)
+    if built.test is not None:
+        if resume and test_file.exists():
+            test_before = json.loads(test_file.read_text()).get("before", {})
+        elif not resume:
+            test_before = _embed_and_evaluate(built.model, built.test, evaluate)
+            run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(test_file, json.dumps({"before": test_before}, indent=2) + "\n")
     trainer = Trainer(built.model, built.loss_fn, built.data, config, run_dir, evaluate)
     result = trainer.fit(resume=resume)
     test_after: dict[str, Any] = {}
     if built.test is not None:
         test_after = _embed_and_evaluate(built.model, built.test, evaluate)
-        if resume and (run_dir / "test.json").exists():
-            import json
-
-            test_before = json.loads((run_dir / "test.json").read_text()).get("before", {})
-        import json
-
-        from tripletkit.training.checkpoint import atomic_write_text
-
         atomic_write_text(
-            run_dir / "test.json",
-            json.dumps({"before": test_before, "after": test_after}, indent=2) + "\n",
+            test_file, json.dumps({"before": test_before, "after": test_after}, indent=2) + "\n"
         )
     report = None
     if config.train.report:

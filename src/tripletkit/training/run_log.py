@@ -122,7 +122,8 @@ class RunLog:
                 for k, v in metrics.items()
                 if k in ("loss", "precision_at_1", "map_at_r", "r_precision", "seconds")
             )
-            print(f"epoch {epoch + 1}: {shown}", file=sys.stderr, flush=True)
+            label = "before training" if epoch < 0 else f"epoch {epoch + 1}"
+            print(f"{label}: {shown}", file=sys.stderr, flush=True)
 
     def event(self, step: int, message: str, **fields: Any) -> None:
         """Log a notable event (a warning, a checkpoint) and show it."""

@@ -1,0 +1,202 @@
+"""The Trainer end to end on scikit-learn digits: learning, checkpoints, exact resume after kill -9,
+early stopping, the run directory's contents, and the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tripletkit.cli import main as cli_main
+from tripletkit.data import FeatureDataset
+from tripletkit.losses import BatchTripletLoss
+from tripletkit.training import RunConfig, TrainData, Trainer, resolve_config
+from tripletkit.training.build import train
+from tripletkit.training.run_log import read_metrics
+
+FAST = {
+    "data.dataset": "digits",
+    "data.p": 5,
+    "data.k": 8,
+    "train.epochs": 2,
+    "train.quiet": True,
+    "train.report": False,
+    "train.tensorboard": False,
+    "train.checkpoint_every_steps": 1,
+}
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "tripletkit", *args]
+
+
+def _env() -> dict[str, str]:
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")])}
+
+
+def _fast_flags(run_dir: Path) -> list[str]:
+    flags = ["train", "--run-dir", str(run_dir), "--quiet", "--no-report"]
+    for key, value in FAST.items():
+        if key not in ("train.quiet", "train.report"):
+            flags += ["--set", f"{key}={value}"]
+    return flags
+
+
+def test_trains_and_writes_a_complete_run_directory(tmp_path):
+    config = resolve_config(overrides=FAST)
+    outcome = train(config, run_dir=tmp_path / "run")
+    run = tmp_path / "run"
+    for name in ("config.json", "metrics.jsonl", "summary.json", "test.json"):
+        assert (run / name).is_file(), name
+    assert (run / "checkpoints" / "last.safetensors").is_file()
+    assert (run / "checkpoints" / "best.safetensors").is_file()
+    assert (run / "model" / "model.safetensors").is_file()
+    records = read_metrics(run / "metrics.jsonl")
+    steps = [r for r in records if r["kind"] == "step"]
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert len(epochs) == 3  # before training + 2 epochs
+    assert steps and all(
+        {"loss", "active_triplet_fraction", "samples_per_s", "lr"} <= set(r) for r in steps
+    )
+    assert set(outcome.test_before) >= {"precision_at_1", "r_precision", "map_at_r"}
+    assert set(outcome.test_after) >= {"precision_at_1", "r_precision", "map_at_r"}
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["data"]["train_classes"] == [0, 1, 2, 3, 4]
+    assert summary["data"]["test_classes"] == [5, 6, 7, 8, 9]
+
+
+def test_learns_on_feature_vectors():
+    generator = torch.Generator().manual_seed(0)
+    centers = torch.randn(12, 16, generator=generator) * 2
+    labels = torch.arange(12).repeat_interleave(30)
+    x = centers[labels] + 2 * torch.randn(360, 16, generator=generator)
+    # Held-out items of the training classes: the metric must rise clearly once the model learns.
+    train_side = torch.arange(360) % 3 != 0
+    val_side = ~train_side
+    config = resolve_config(
+        overrides={
+            "data.p": 4,
+            "data.k": 8,
+            "train.epochs": 3,
+            "train.quiet": True,
+            "train.report": False,
+            "train.tensorboard": False,
+            "optim.lr": 0.01,
+        }
+    )
+    data = TrainData(
+        FeatureDataset(x[train_side], labels[train_side]),
+        FeatureDataset(x[val_side], labels[val_side]),
+    )
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8))
+    result = Trainer(
+        model, BatchTripletLoss(margin=0.2, mining="semihard"), data, config, "/tmp/tk-vectors"
+    ).fit()
+    assert result.after["map_at_r"] > result.before["map_at_r"] + 0.1
+
+
+def _final_weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "model" / "model.safetensors"))
+
+
+def test_kill_at_a_random_step_then_resume_gives_the_same_weights(tmp_path):
+    """kill -9 a training process at a random step; resuming it ends exactly like a clean run."""
+    clean = tmp_path / "clean"
+    subprocess.run(_cli(*_fast_flags(clean)), env=_env(), check=True, timeout=600)
+    total_steps = sum(1 for r in read_metrics(clean / "metrics.jsonl") if r["kind"] == "step")
+
+    killed = tmp_path / "killed"
+    kill_at = random.Random().randint(2, total_steps - 2)
+    process = subprocess.Popen(_cli(*_fast_flags(killed)), env=_env())
+    deadline = time.monotonic() + 600
+    while time.monotonic() < deadline and process.poll() is None:
+        metrics = killed / "metrics.jsonl"
+        done = (
+            sum(1 for r in read_metrics(metrics) if r["kind"] == "step") if metrics.exists() else 0
+        )
+        if done >= kill_at:
+            process.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    process.wait(timeout=60)
+    assert process.returncode == -signal.SIGKILL, f"the run ended before step {kill_at}"
+    assert not (killed / "model").exists()
+
+    subprocess.run(
+        _cli("train", "--resume", str(killed), "--quiet", "--no-report"),
+        env=_env(),
+        check=True,
+        timeout=600,
+    )
+    clean_weights, resumed_weights = _final_weights(clean), _final_weights(killed)
+    assert clean_weights.keys() == resumed_weights.keys()
+    for name in clean_weights:
+        assert torch.equal(clean_weights[name], resumed_weights[name]), name
+    clean_summary = json.loads((clean / "summary.json").read_text())
+    resumed_summary = json.loads((killed / "summary.json").read_text())
+    for key in ("precision_at_1", "r_precision", "map_at_r"):
+        assert clean_summary["after"][key] == resumed_summary["after"][key]
+    steps = [r["step"] for r in read_metrics(killed / "metrics.jsonl") if r["kind"] == "step"]
+    assert steps == sorted(set(steps)) == list(range(1, total_steps + 1))
+
+
+def test_early_stopping_and_best_checkpoint(tmp_path):
+    overrides = {
+        **FAST,
+        "train.epochs": 6,
+        "train.early_stopping_patience": 1,
+        "optim.lr": 0.05,  # large enough that validation soon stops improving
+    }
+    outcome = train(resolve_config(overrides=overrides), run_dir=tmp_path / "run")
+    history = outcome.result.history
+    assert outcome.result.stopped_early
+    assert len(history) < 6
+    best = max(history, key=lambda h: h["map_at_r"])
+    assert outcome.result.best_epoch == best["epoch"]
+
+
+def test_resume_refuses_a_different_configuration(tmp_path):
+    config = resolve_config(overrides=FAST)
+    train(config, run_dir=tmp_path / "run")
+    changed = resolve_config(overrides={**FAST, "loss.margin": 0.5})
+    with pytest.raises(ValueError, match="its loss configuration differs"):
+        train(changed, run_dir=tmp_path / "run", resume=True)
+
+
+def test_cli_errors_are_one_line_with_exit_code_2(capsys):
+    assert cli_main(["train", "--set", "loss.margn=0.3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        "tripletkit train: error: unknown config key 'loss.margn'; did you mean 'loss.margin'?"
+    ]
+    assert cli_main(["train", "--epochs", "many"]) == 2
+    assert "must be an integer" in capsys.readouterr().err
+
+
+def test_cli_help_documents_every_config_key(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["train", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for section, values in RunConfig().to_dict().items():
+        for key in values:
+            assert f"{section}.{key} =" in out
+
+
+def test_cli_train_prints_before_and_after(tmp_path, capsys):
+    code = cli_main(_fast_flags(tmp_path / "run"))
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "MAP@R" in out and "before" in out and "after" in out
+    assert f"run directory: {tmp_path / 'run'}" in out
