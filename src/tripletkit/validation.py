@@ -16,6 +16,7 @@ __all__ = [
     "check_embeddings",
     "check_labels",
     "check_nonnegative",
+    "check_positive",
     "check_same_dim",
 ]
 
@@ -107,4 +108,16 @@ def check_nonnegative(value: Any, name: str) -> float:
         raise ValueError(f"{name} must be a number >= 0; got {value!r}") from err
     if not number >= 0 or number == float("inf"):
         raise ValueError(f"{name} must be a finite number >= 0; got {value!r}")
+    return number
+
+
+def check_positive(value: Any, name: str) -> float:
+    """Return ``value`` as a float if it is a finite number > 0; otherwise raise ``ValueError``.
+
+    >>> check_positive(0.05, "temperature")
+    0.05
+    """
+    number = check_nonnegative(value, name)
+    if number == 0:
+        raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
     return number

@@ -1,9 +1,30 @@
 """Loss modules: thin ``nn.Module`` shells over :mod:`tripletkit.functional` holding the defaults.
 
 Every batch loss is called the same way, ``loss(embeddings, labels, ref_embeddings=None,
-ref_labels=None)``, and exposes the statistics of its last call as ``loss.last_stats``.
+ref_labels=None)``, and exposes the statistics of its last call as ``loss.last_stats``. Losses with
+parameters of their own (proxies, a learnable margin boundary) also have ``param_groups(base_lr)``
+for the optimiser.
 """
 
+from tripletkit.losses.contrastive import ContrastiveLoss
+from tripletkit.losses.info_nce import InfoNCELoss, MultipleNegativesRankingLoss
+from tripletkit.losses.margin import DistanceWeightedMarginLoss
+from tripletkit.losses.mined import MinedTripletLoss
+from tripletkit.losses.multi_similarity import MultiSimilarityLoss
+from tripletkit.losses.proxy import ProxyAnchorLoss, ProxyNCALoss
+from tripletkit.losses.quadruplet import QuadrupletLoss
 from tripletkit.losses.triplet import BatchTripletLoss, TripletMarginLoss
 
-__all__ = ["BatchTripletLoss", "TripletMarginLoss"]
+__all__ = [
+    "BatchTripletLoss",
+    "ContrastiveLoss",
+    "DistanceWeightedMarginLoss",
+    "InfoNCELoss",
+    "MinedTripletLoss",
+    "MultiSimilarityLoss",
+    "MultipleNegativesRankingLoss",
+    "ProxyAnchorLoss",
+    "ProxyNCALoss",
+    "QuadrupletLoss",
+    "TripletMarginLoss",
+]

@@ -1,0 +1,197 @@
+"""The contrastive (pair) loss: pull positive pairs within a margin, push negative pairs beyond one."""
+
+from __future__ import annotations
+
+import torch
+
+from tripletkit.distances import DistanceFn, Metric
+from tripletkit.functional.mined import MinedPairs
+from tripletkit.functional.pair_stats import PairStats, pair_stats
+from tripletkit.functional.reference_set import resolve_reference_set, warn_no_pairs
+from tripletkit.validation import check_choice, check_nonnegative
+
+__all__ = ["CONTRASTIVE_MINING", "contrastive_loss", "contrastive_pair_loss"]
+
+#: ``"all"``: every pair; ``"hard"``: per anchor, its farthest positive and closest negative.
+CONTRASTIVE_MINING: tuple[str, ...] = ("all", "hard")
+
+
+def _mean_over_active(losses: torch.Tensor) -> tuple[torch.Tensor, int]:
+    active = int((losses > 0).sum())
+    return losses.sum() / max(active, 1), active
+
+
+def contrastive_pair_loss(
+    positive_distances: torch.Tensor,
+    negative_distances: torch.Tensor,
+    *,
+    pos_margin: float = 0.0,
+    neg_margin: float = 1.0,
+) -> tuple[torch.Tensor, int, int]:
+    """The contrastive loss of given pair distances.
+
+    ``mean_active [d_pos - m_pos]+ + mean_active [m_neg - d_neg]+``, where each mean is over the
+    pairs of its kind whose term is > 0 (0 when none is).
+
+    Args:
+        positive_distances: ``(P,)`` distances of positive pairs.
+        negative_distances: ``(N,)`` distances of negative pairs.
+        pos_margin: m_pos, the distance below which a positive pair costs nothing.
+        neg_margin: m_neg, the distance beyond which a negative pair costs nothing.
+
+    Returns:
+        ``(loss, active positive pairs, active negative pairs)``.
+
+    >>> loss, pos, neg = contrastive_pair_loss(torch.tensor([0.5, 0.0]), torch.tensor([0.8, 2.0]))
+    >>> round(float(loss), 4), pos, neg
+    (0.7, 1, 1)
+    """
+    pos_terms = (positive_distances - pos_margin).clamp_min(0)
+    neg_terms = (neg_margin - negative_distances).clamp_min(0)
+    pos_loss, pos_active = _mean_over_active(pos_terms)
+    neg_loss, neg_active = _mean_over_active(neg_terms)
+    return pos_loss + neg_loss, pos_active, neg_active
+
+
+def contrastive_loss(
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    ref_embeddings: torch.Tensor | None = None,
+    ref_labels: torch.Tensor | None = None,
+    *,
+    pos_margin: float = 0.0,
+    neg_margin: float = 1.0,
+    distance: Metric | str | DistanceFn = "euclidean",
+    mining: str = "all",
+    self_ref_index: torch.Tensor | None = None,
+    mined: MinedPairs | None = None,
+    return_stats: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, PairStats]:
+    """Contrastive loss over the pairs of a batch (Hadsell, Chopra & LeCun 2006).
+
+    Every anchor-reference pair with the same label (a positive pair; an anchor's own copy
+    excluded) costs ``[d - m_pos]+``, every pair with different labels ``[m_neg - d]+``. The loss is
+    the mean over the *active* positive pairs (term > 0) plus the mean over the active negative
+    pairs, as pytorch-metric-learning's ``ContrastiveLoss``: averaging each kind separately keeps
+    the many easy negatives from drowning the positives.
+
+    ``mining="hard"`` keeps, per anchor, only its farthest positive and its closest negative (the
+    batch-hard selection of the triplet loss, applied to pairs; ties pick the lowest reference
+    index). With ``mined`` (from :func:`tripletkit.mining.mine_pairs`), the miner's pairs and
+    distances are used as they are, and ``mining``/``distance`` are not consulted.
+
+    Memory: one ``(B, M)`` distance matrix and masks of that size (autograd keeps the matrix).
+
+    A batch with neither a positive nor a negative pair returns 0.0 connected to the graph and warns
+    with :class:`~tripletkit.errors.NoPairsWarning`.
+
+    Args:
+        embeddings: ``(B, D)`` float anchors.
+        labels: ``(B,)`` integer labels.
+        ref_embeddings: ``(M, D)`` references (a memory, other processes' batches), or None for
+            the batch itself.
+        ref_labels: ``(M,)`` labels of the references.
+        pos_margin: m_pos >= 0.
+        neg_margin: m_neg >= 0; for L2-normalised embeddings and the euclidean distance (range
+            [0, 2]) 1.0 is a common choice (the default of pytorch-metric-learning).
+        distance: a metric name or a function ``(x, y) -> (N, M)``.
+        mining: ``"all"`` or ``"hard"`` (see above).
+        self_ref_index: ``(B,)`` reference index of each anchor's own copy (-1: none).
+        mined: pairs from a miner run on this very ``embeddings`` tensor.
+        return_stats: also return :class:`~tripletkit.functional.pair_stats.PairStats` (active:
+            term > 0; with ``mined``, counts and means are over the mined pairs).
+
+    Returns:
+        The scalar loss (float32 for half-precision inputs), and the statistics if asked.
+
+    Example:
+        >>> embeddings = torch.tensor([[0.0, 0.0], [0.0, 0.6], [0.8, 0.0]])
+        >>> labels = torch.tensor([0, 0, 1])
+        >>> contrastive_loss(embeddings, labels)  # positives: 0.6 (twice); negatives: 1 - 0.8, 1 - 1
+        tensor(0.8000)
+    """
+    pos_margin = check_nonnegative(pos_margin, "pos_margin")
+    neg_margin = check_nonnegative(neg_margin, "neg_margin")
+    if mined is not None:
+        return _mined_contrastive(mined, embeddings, pos_margin, neg_margin, return_stats)
+    check_choice(mining, CONTRASTIVE_MINING, "mining")
+    refs = resolve_reference_set(embeddings, labels, ref_embeddings, ref_labels, self_ref_index)
+    table = refs.groups().positives(refs.labels, refs.self_ref_index)
+    negative = refs.labels.unsqueeze(1) != refs.ref_labels.unsqueeze(0)
+    num_positive = int(table.count.sum())
+    num_negative = int(negative.sum())
+    if num_positive == 0 and num_negative == 0:
+        warn_no_pairs(
+            f"no positive or negative pair among {refs.num_anchors} anchors and "
+            f"{refs.num_refs} references"
+        )
+        zero = refs.zero_loss()
+        if return_stats:
+            return zero, pair_stats(torch.zeros(()), 0, torch.zeros(()), 0, 0, 0)
+        return zero
+
+    dist, _ = refs.distances(distance)
+    slots = torch.arange(table.index.shape[1], device=dist.device)
+    pos_valid = slots.unsqueeze(0) < table.count.unsqueeze(1)
+    pos_d = dist.gather(1, table.index.clamp_min(0))
+    if mining == "all":
+        positive_distances = pos_d[pos_valid]
+        negative_distances = dist[negative]
+    else:
+        has_positive = table.count > 0
+        hardest_pos = pos_d.masked_fill(~pos_valid, float("-inf")).amax(dim=1)
+        positive_distances = hardest_pos[has_positive]
+        has_negative = negative.any(dim=1)
+        hardest_neg = dist.masked_fill(~negative, float("inf")).amin(dim=1)
+        negative_distances = hardest_neg[has_negative]
+    loss, pos_active, neg_active = contrastive_pair_loss(
+        positive_distances, negative_distances, pos_margin=pos_margin, neg_margin=neg_margin
+    )
+    loss = loss.to(refs.out_dtype)
+    if not return_stats:
+        return loss
+    with torch.no_grad():
+        stats = pair_stats(
+            torch.where(pos_valid, pos_d, 0.0).sum(),
+            num_positive,
+            torch.where(negative, dist, 0.0).sum(),
+            num_negative,
+            positive_distances.numel() + negative_distances.numel(),
+            pos_active + neg_active,
+        )
+    return loss, stats
+
+
+def _mined_contrastive(
+    mined: MinedPairs,
+    embeddings: torch.Tensor,
+    pos_margin: float,
+    neg_margin: float,
+    return_stats: bool,
+):
+    mined.check_source(embeddings)
+    positive_distances = mined.positive_distances()
+    negative_distances = mined.negative_distances()
+    selected = positive_distances.numel() + negative_distances.numel()
+    if selected == 0:
+        warn_no_pairs(f"the mining result ({mined.mining!r}) holds no pair")
+        zero = mined.zero_loss()
+        if return_stats:
+            return zero, pair_stats(torch.zeros(()), 0, torch.zeros(()), 0, 0, 0)
+        return zero
+    loss, pos_active, neg_active = contrastive_pair_loss(
+        positive_distances, negative_distances, pos_margin=pos_margin, neg_margin=neg_margin
+    )
+    loss = loss.to(torch.promote_types(embeddings.dtype, torch.float32))
+    if not return_stats:
+        return loss
+    with torch.no_grad():
+        stats = pair_stats(
+            positive_distances.sum(),
+            positive_distances.numel(),
+            negative_distances.sum(),
+            negative_distances.numel(),
+            selected,
+            pos_active + neg_active,
+        )
+    return loss, stats
