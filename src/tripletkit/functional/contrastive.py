@@ -116,9 +116,9 @@ def contrastive_loss(
         return _mined_contrastive(mined, embeddings, pos_margin, neg_margin, return_stats)
     check_choice(mining, CONTRASTIVE_MINING, "mining")
     refs = resolve_reference_set(embeddings, labels, ref_embeddings, ref_labels, self_ref_index)
-    table = refs.groups().positives(refs.labels, refs.self_ref_index)
+    pos_index, pos_valid = refs.positive_slots()
     negative = refs.labels.unsqueeze(1) != refs.ref_labels.unsqueeze(0)
-    num_positive = int(table.count.sum())
+    num_positive = int(pos_valid.sum())
     num_negative = int(negative.sum())
     if num_positive == 0 and num_negative == 0:
         warn_no_pairs(
@@ -131,14 +131,12 @@ def contrastive_loss(
         return zero
 
     dist, _ = refs.distances(distance)
-    slots = torch.arange(table.index.shape[1], device=dist.device)
-    pos_valid = slots.unsqueeze(0) < table.count.unsqueeze(1)
-    pos_d = dist.gather(1, table.index.clamp_min(0))
+    pos_d = dist.gather(1, pos_index)
     if mining == "all":
         positive_distances = pos_d[pos_valid]
         negative_distances = dist[negative]
     else:
-        has_positive = table.count > 0
+        has_positive = pos_valid.any(dim=1)
         hardest_pos = pos_d.masked_fill(~pos_valid, float("-inf")).amax(dim=1)
         positive_distances = hardest_pos[has_positive]
         has_negative = negative.any(dim=1)

@@ -73,11 +73,9 @@ def info_nce_loss(
     """
     temperature = check_positive(temperature, "temperature")
     refs = resolve_reference_set(embeddings, labels, ref_embeddings, ref_labels, self_ref_index)
-    table = refs.groups().positives(refs.labels, refs.self_ref_index)
+    pos_index, pos_valid = refs.positive_slots()
     negative = refs.labels.unsqueeze(1) != refs.ref_labels.unsqueeze(0)
     has_negative = negative.any(dim=1)
-    slots = torch.arange(table.index.shape[1], device=negative.device)
-    pos_valid = slots.unsqueeze(0) < table.count.unsqueeze(1)
     used = pos_valid & has_negative.unsqueeze(1)
     num_used = int(used.sum())
     if num_used == 0:
@@ -95,14 +93,14 @@ def info_nce_loss(
     negatives_lse = masked_logsumexp(logits, negative, dim=1)
     # Rows without a negative would give -inf - z; they are not used, so give them a finite value.
     negatives_lse = torch.where(has_negative, negatives_lse, torch.zeros_like(negatives_lse))
-    pos_logits = logits.gather(1, table.index.clamp_min(0))
+    pos_logits = logits.gather(1, pos_index)
     pair_losses = softplus(negatives_lse.unsqueeze(1) - pos_logits)
     loss = (pair_losses * used).sum() / num_used
     loss = loss.to(refs.out_dtype)
     if not return_stats:
         return loss
     with torch.no_grad():
-        pos_d = dist.gather(1, table.index.clamp_min(0))
+        pos_d = dist.gather(1, pos_index)
         closest_negative = dist.masked_fill(~negative, float("inf")).amin(dim=1)
         misranked = used & (closest_negative.unsqueeze(1) <= pos_d)
         stats = pair_stats(

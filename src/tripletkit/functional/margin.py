@@ -120,9 +120,10 @@ def distance_weighted_margin_loss(
     else:
         mined.check_source(embeddings)
         labels = check_labels(labels, embeddings.shape[0], embeddings.device, "labels")
-    beta = torch.as_tensor(beta, device=embeddings.device)
-    if not beta.is_floating_point():
-        beta = beta.float()
+    if isinstance(beta, torch.Tensor):
+        beta = beta if beta.is_floating_point() else beta.float()
+    else:  # a number: exact in float64; as a 0-d tensor it does not change the loss's dtype
+        beta = torch.tensor(float(beta), dtype=torch.float64, device=embeddings.device)
     if beta.dim() > 1 or (beta.dim() == 1 and beta.shape[0] < 1):
         raise ValueError(
             f"beta has shape {tuple(beta.shape)}; expected a scalar or a (num_classes,) tensor"

@@ -81,9 +81,9 @@ def multi_similarity_loss(
         epsilon = check_nonnegative(epsilon, "epsilon")
     check_choice(distance, MULTI_SIMILARITY_DISTANCES, "distance")
     refs = resolve_reference_set(embeddings, labels, ref_embeddings, ref_labels, self_ref_index)
-    table = refs.groups().positives(refs.labels, refs.self_ref_index)
+    pos_index, pos_valid = refs.positive_slots()
     negative = refs.labels.unsqueeze(1) != refs.ref_labels.unsqueeze(0)
-    num_positive = int(table.count.sum())
+    num_positive = int(pos_valid.sum())
     num_negative = int(negative.sum())
     if num_positive == 0 and num_negative == 0:
         warn_no_pairs(
@@ -97,9 +97,7 @@ def multi_similarity_loss(
 
     dist, _ = refs.distances(distance)
     similarity = 1.0 - dist if distance == "cosine" else -dist
-    slots = torch.arange(table.index.shape[1], device=dist.device)
-    pos_valid = slots.unsqueeze(0) < table.count.unsqueeze(1)
-    pos_similarity = similarity.gather(1, table.index.clamp_min(0))
+    pos_similarity = similarity.gather(1, pos_index)
     keep_positive, keep_negative = pos_valid, negative
     if epsilon is not None:
         with torch.no_grad():
@@ -113,7 +111,7 @@ def multi_similarity_loss(
     if not return_stats:
         return loss
     with torch.no_grad():
-        pos_d = dist.gather(1, table.index.clamp_min(0))
+        pos_d = dist.gather(1, pos_index)
         stats = pair_stats(
             torch.where(pos_valid, pos_d, 0.0).sum(),
             num_positive,

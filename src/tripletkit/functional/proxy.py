@@ -71,8 +71,9 @@ def proxy_nca_loss(
     return_stats: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, PairStats]:
     """Proxy-NCA loss (Movshovitz-Attias et al. 2017), in the softmax form of Proxy-NCA++ (Teh et al.
-    2020): ``mean_i -log softmax_c(-d(x_i, p_c) / τ)[y_i]``, with ``d`` the squared euclidean
-    distance between the L2-normalised embedding and proxy (``2 - 2 cos``).
+    2020): ``mean_i -log softmax_c(-d(x_i, p_c) / τ)[y_i]``, with ``d = 2 - 2 cos(x_i, p_c)``, the
+    squared euclidean distance between the L2-normalised embedding and proxy (a zero vector has
+    cosine 0 with everything).
 
     The denominator includes the positive proxy (a cross-entropy over the C proxies, as
     pytorch-metric-learning's ``ProxyNCALoss``), which keeps the loss bounded below by 0.

@@ -165,11 +165,11 @@ def quadruplet_loss(
     margin2 = check_nonnegative(margin2, "margin2")
     check_choice(mining, QUADRUPLET_MINING, "mining")
     refs = resolve_reference_set(embeddings, labels, ref_embeddings, ref_labels, self_ref_index)
-    groups = refs.groups()
-    table = groups.positives(refs.labels, refs.self_ref_index)
+    pos_index, pos_valid = refs.positive_slots()
+    pos_count = pos_valid.sum(dim=1)
     negative = refs.labels.unsqueeze(1) != refs.ref_labels.unsqueeze(0)
     neg_per_anchor = negative.sum(dim=1)
-    valid_triplets = int((table.count * neg_per_anchor).sum())
+    valid_triplets = int((pos_count * neg_per_anchor).sum())
 
     classes, inverse = torch.unique(torch.cat([refs.labels, refs.ref_labels]), return_inverse=True)
     anchor_class, ref_class = inverse[: refs.num_anchors], inverse[refs.num_anchors :]
@@ -180,7 +180,7 @@ def quadruplet_loss(
     neg_by_col_class = torch.zeros_like(neg_by_row_class)
     neg_by_col_class.index_add_(0, ref_class, negative.sum(dim=0))
     allowed_pairs = int(neg_per_anchor.sum()) - neg_by_row_class - neg_by_col_class
-    valid_quadruplets = int((table.count * allowed_pairs[anchor_class]).sum())
+    valid_quadruplets = int((pos_count * allowed_pairs[anchor_class]).sum())
 
     if valid_triplets == 0 and valid_quadruplets == 0:
         warnings.warn(
@@ -194,9 +194,7 @@ def quadruplet_loss(
         return (zero, _empty_stats(0, 0)) if return_stats else zero
 
     dist, _ = refs.distances(distance)
-    slots = torch.arange(table.index.shape[1], device=dist.device)
-    pos_valid = slots.unsqueeze(0) < table.count.unsqueeze(1)
-    pos_d = dist.gather(1, table.index.clamp_min(0))
+    pos_d = dist.gather(1, pos_index)
     if mining == "all":
         loss, stats = _all_quadruplets(
             dist, negative, pos_d, pos_valid, anchor_class, ref_class, margin, margin2

@@ -69,6 +69,19 @@ class ReferenceSet:
         refs = self.ref_embeddings if self.refs_given else None
         return pairwise_distances_unchecked(self.embeddings, refs, metric), metric
 
+    def positive_slots(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each anchor's positives as ``(index, valid)``, both ``(B, P)`` with P >= 1.
+
+        ``index`` holds reference indices (0 in padding slots, so it can be used to gather
+        directly) and ``valid`` marks the real positives; own copies are excluded.
+        """
+        table = self.groups().positives(self.labels, self.self_ref_index)
+        index = table.index.clamp_min(0)
+        if index.shape[1] == 0:
+            index = torch.zeros(self.num_anchors, 1, dtype=torch.int64, device=index.device)
+        slots = torch.arange(index.shape[1], device=index.device)
+        return index, slots.unsqueeze(0) < table.count.unsqueeze(1)
+
     def masks(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Dense ``(B, M)`` boolean ``(positive, negative)`` masks (own copies excluded)."""
         return pair_masks(self.labels, self.ref_labels, self.self_ref_index)
