@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from tripletkit.distances import DistanceFn, Metric
+from tripletkit.functional.distance_loss import loss_of_distances
 from tripletkit.functional.mined import MinedPairs
 from tripletkit.functional.pair_stats import PairStats, pair_stats
 from tripletkit.functional.reference_set import resolve_reference_set, warn_no_pairs
@@ -80,7 +83,8 @@ def contrastive_loss(
     index). With ``mined`` (from :func:`tripletkit.mining.mine_pairs`), the miner's pairs and
     distances are used as they are, and ``mining``/``distance`` are not consulted.
 
-    Memory: one ``(B, M)`` distance matrix and masks of that size (autograd keeps the matrix).
+    Memory: the ``(B, M)`` distance matrix, its gradient (written in the forward pass, see
+    :mod:`~tripletkit.functional.distance_loss`) and boolean masks of that size.
 
     A batch with neither a positive nor a negative pair returns 0.0 connected to the graph and warns
     with :class:`~tripletkit.errors.NoPairsWarning`.
@@ -117,9 +121,9 @@ def contrastive_loss(
     check_choice(mining, CONTRASTIVE_MINING, "mining")
     refs = resolve_reference_set(embeddings, labels, ref_embeddings, ref_labels, self_ref_index)
     pos_index, pos_valid = refs.positive_slots()
-    negative = refs.labels.unsqueeze(1) != refs.ref_labels.unsqueeze(0)
     num_positive = int(pos_valid.sum())
-    num_negative = int(negative.sum())
+    neg_counts = refs.negative_counts()
+    num_negative = int(neg_counts.sum())
     if num_positive == 0 and num_negative == 0:
         warn_no_pairs(
             f"no positive or negative pair among {refs.num_anchors} anchors and "
@@ -130,33 +134,67 @@ def contrastive_loss(
             return zero, pair_stats(torch.zeros(()), 0, torch.zeros(()), 0, 0, 0)
         return zero
 
-    dist, _ = refs.distances(distance)
-    pos_d = dist.gather(1, pos_index)
-    if mining == "all":
-        positive_distances = pos_d[pos_valid]
-        negative_distances = dist[negative]
-    else:
-        has_positive = pos_valid.any(dim=1)
-        hardest_pos = pos_d.masked_fill(~pos_valid, float("-inf")).amax(dim=1)
-        positive_distances = hardest_pos[has_positive]
-        has_negative = negative.any(dim=1)
-        hardest_neg = dist.masked_fill(~negative, float("inf")).amin(dim=1)
-        negative_distances = hardest_neg[has_negative]
-    loss, pos_active, neg_active = contrastive_pair_loss(
-        positive_distances, negative_distances, pos_margin=pos_margin, neg_margin=neg_margin
-    )
-    loss = loss.to(refs.out_dtype)
+    same_rows, same_cols = refs.same_label_entries(pos_index, pos_valid)
+    negative = None
+    if mining == "hard":
+        negative = refs.labels.unsqueeze(1) != refs.ref_labels.unsqueeze(0)
+    counts: dict[str, Any] = {}
+
+    def compute(dist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+        pos_d = dist.gather(1, pos_index)
+        if mining == "all":
+            pos_active = pos_valid & (pos_d > pos_margin)
+            num_pos = int(pos_active.sum())
+            pos_sum = torch.where(pos_active, pos_d - pos_margin, 0.0).sum()
+            # [m - d]+ over every entry, minus the same-label entries (a small gather): no
+            # negative mask, and the buffer becomes the gradient (the negatives' indicator).
+            grad = (neg_margin - dist).clamp_min_(0)
+            same_hinge = grad[same_rows, same_cols]
+            neg_sum = grad.sum() - same_hinge.sum()
+            num_neg = int(grad.gt_(0).sum()) - int((same_hinge > 0).sum())
+            grad[same_rows, same_cols] = 0.0
+            # d/dd = pos_active / num_pos - neg_active / num_neg = scale * grad:
+            scale = -1.0 / max(num_neg, 1)
+            pos_weight = pos_active.to(dist.dtype) * (max(num_neg, 1) / -max(num_pos, 1))
+            grad.scatter_add_(1, pos_index, pos_weight)
+            counts["selected"] = num_positive + num_negative
+        else:
+            rows = torch.arange(dist.shape[0], device=dist.device)
+            hardest_pos, slot = pos_d.masked_fill(~pos_valid, float("-inf")).max(dim=1)
+            hardest_neg, neg_arg = dist.masked_fill(~negative, float("inf")).min(dim=1)
+            pos_active = pos_valid.any(dim=1) & (hardest_pos > pos_margin)
+            neg_active = (neg_counts > 0) & (hardest_neg < neg_margin)
+            num_pos, num_neg = int(pos_active.sum()), int(neg_active.sum())
+            pos_sum = (hardest_pos[pos_active] - pos_margin).sum()
+            neg_sum = (neg_margin - hardest_neg[neg_active]).sum()
+            counts["selected"] = int(pos_valid.any(dim=1).sum()) + int((neg_counts > 0).sum())
+            grad, scale = torch.zeros_like(dist), 1.0
+            grad.index_put_(
+                (rows, pos_index[rows, slot]),
+                pos_active.to(dist.dtype) / max(num_pos, 1),
+                accumulate=True,
+            )
+            grad.index_put_(
+                (rows, neg_arg), neg_active.to(dist.dtype) / -max(num_neg, 1), accumulate=True
+            )
+        counts["active"] = num_pos + num_neg
+        if return_stats:
+            counts["pos_distance"] = pos_d[pos_valid].sum()
+            counts["neg_distance"] = refs.negative_distance_sum(dist, same_rows, same_cols)
+        value = pos_sum.double() / max(num_pos, 1) + neg_sum.double() / max(num_neg, 1)
+        return value, grad, scale
+
+    loss = loss_of_distances(refs, distance, compute).to(refs.out_dtype)
     if not return_stats:
         return loss
-    with torch.no_grad():
-        stats = pair_stats(
-            torch.where(pos_valid, pos_d, 0.0).sum(),
-            num_positive,
-            torch.where(negative, dist, 0.0).sum(),
-            num_negative,
-            positive_distances.numel() + negative_distances.numel(),
-            pos_active + neg_active,
-        )
+    stats = pair_stats(
+        counts["pos_distance"],
+        num_positive,
+        counts["neg_distance"],
+        num_negative,
+        counts["selected"],
+        counts["active"],
+    )
     return loss, stats
 
 

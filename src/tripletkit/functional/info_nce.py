@@ -9,11 +9,14 @@ softmax ignores, so the usual "cosine similarity times a scale of 1/τ = 20" is
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
 from tripletkit.distances import DistanceFn, Metric, resolve_distance
-from tripletkit.functional.log_sum_exp import masked_logsumexp
+from tripletkit.functional.distance_loss import loss_of_distances
+from tripletkit.functional.log_sum_exp import log_sum_exp_weights
 from tripletkit.functional.pair_stats import PairStats, pair_stats
 from tripletkit.functional.reference_set import resolve_reference_set, warn_no_pairs
 from tripletkit.functional.soft_margin import softplus
@@ -48,7 +51,8 @@ def info_nce_loss(
     and the loss is the mean over the positive pairs whose anchor has a negative. Other positives
     of the anchor are not in the denominator (as pytorch-metric-learning's ``NTXentLoss``; SupCon
     would include them). The log-sum-exp over the negatives is computed once per anchor: time and
-    memory O(B·M), not O(B·K·M).
+    memory O(B·M), not O(B·K·M); the gradient with respect to the distances is written in the
+    same pass (:mod:`~tripletkit.functional.distance_loss`).
 
     A batch with no positive pair that has a negative returns 0.0 connected to the graph and warns
     with :class:`~tripletkit.errors.NoPairsWarning`.
@@ -75,7 +79,8 @@ def info_nce_loss(
     refs = resolve_reference_set(embeddings, labels, ref_embeddings, ref_labels, self_ref_index)
     pos_index, pos_valid = refs.positive_slots()
     negative = refs.labels.unsqueeze(1) != refs.ref_labels.unsqueeze(0)
-    has_negative = negative.any(dim=1)
+    neg_counts = refs.negative_counts()
+    has_negative = neg_counts > 0
     used = pos_valid & has_negative.unsqueeze(1)
     num_used = int(used.sum())
     if num_used == 0:
@@ -88,29 +93,40 @@ def info_nce_loss(
             return zero, pair_stats(torch.zeros(()), 0, torch.zeros(()), 0, 0, 0)
         return zero
 
-    dist, _ = refs.distances(distance)
-    logits = dist * (-1.0 / temperature)
-    negatives_lse = masked_logsumexp(logits, negative, dim=1)
-    # Rows without a negative would give -inf - z; they are not used, so give them a finite value.
-    negatives_lse = torch.where(has_negative, negatives_lse, torch.zeros_like(negatives_lse))
-    pos_logits = logits.gather(1, pos_index)
-    pair_losses = softplus(negatives_lse.unsqueeze(1) - pos_logits)
-    loss = (pair_losses * used).sum() / num_used
-    loss = loss.to(refs.out_dtype)
+    counts: dict[str, Any] = {}
+
+    def compute(dist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+        pos_logits = dist.gather(1, pos_index) * (-1.0 / temperature)
+        negatives_lse, weights, closest_negative = log_sum_exp_weights(
+            dist * (-1.0 / temperature), negative
+        )
+        # Rows without a negative are not used; a finite stand-in keeps them NaN-free.
+        gap = torch.where(used, negatives_lse.unsqueeze(1) - pos_logits, 0.0)
+        value = torch.where(used, softplus(gap), 0.0).sum().double() / num_used
+        # d softplus(gap) / d gap = sigmoid(gap): +σ to the anchor's log-sum-exp (spread over its
+        # negatives by the softmax weights), -σ to the positive's logit; dz/dd = -1/τ (the scale).
+        slope = torch.where(used, torch.sigmoid(gap), 0.0) / num_used
+        grad = weights.mul_(slope.sum(dim=1, keepdim=True))
+        grad.scatter_add_(1, pos_index, -slope)
+        if return_stats:
+            pos_d = dist.gather(1, pos_index)
+            same_rows, same_cols = refs.same_label_entries(pos_index, pos_valid)
+            counts["misranked"] = int((used & (closest_negative.unsqueeze(1) >= pos_logits)).sum())
+            counts["pos_distance"] = pos_d[pos_valid].sum()
+            counts["neg_distance"] = refs.negative_distance_sum(dist, same_rows, same_cols)
+        return value, grad, -1.0 / temperature
+
+    loss = loss_of_distances(refs, distance, compute).to(refs.out_dtype)
     if not return_stats:
         return loss
-    with torch.no_grad():
-        pos_d = dist.gather(1, pos_index)
-        closest_negative = dist.masked_fill(~negative, float("inf")).amin(dim=1)
-        misranked = used & (closest_negative.unsqueeze(1) <= pos_d)
-        stats = pair_stats(
-            torch.where(pos_valid, pos_d, 0.0).sum(),
-            int(pos_valid.sum()),
-            torch.where(negative, dist, 0.0).sum(),
-            int(negative.sum()),
-            num_used,
-            int(misranked.sum()),
-        )
+    stats = pair_stats(
+        counts["pos_distance"],
+        int(pos_valid.sum()),
+        counts["neg_distance"],
+        int(neg_counts.sum()),
+        num_used,
+        counts["misranked"],
+    )
     return loss, stats
 
 

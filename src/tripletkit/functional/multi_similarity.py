@@ -3,9 +3,12 @@ for Deep Metric Learning"), a strong modern baseline for pair-based metric learn
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
-from tripletkit.functional.log_sum_exp import masked_logsumexp
+from tripletkit.functional.distance_loss import loss_of_distances
+from tripletkit.functional.log_sum_exp import log_sum_exp_weights
 from tripletkit.functional.pair_stats import PairStats, pair_stats
 from tripletkit.functional.reference_set import resolve_reference_set, warn_no_pairs
 from tripletkit.validation import check_choice, check_nonnegative, check_positive
@@ -47,7 +50,8 @@ def multi_similarity_loss(
     negative and vice versa. Without it every pair is used (pytorch-metric-learning's
     ``MultiSimilarityLoss`` without a miner).
 
-    Memory: a dense ``(B, M)`` similarity matrix.
+    Memory: the dense ``(B, M)`` distance matrix and its gradient, written in the forward pass
+    (:mod:`~tripletkit.functional.distance_loss`).
 
     A batch with no positive and no negative pair returns 0.0 connected to the graph and warns with
     :class:`~tripletkit.errors.NoPairsWarning`.
@@ -84,7 +88,7 @@ def multi_similarity_loss(
     pos_index, pos_valid = refs.positive_slots()
     negative = refs.labels.unsqueeze(1) != refs.ref_labels.unsqueeze(0)
     num_positive = int(pos_valid.sum())
-    num_negative = int(negative.sum())
+    num_negative = int(refs.negative_counts().sum())
     if num_positive == 0 and num_negative == 0:
         warn_no_pairs(
             f"no positive or negative pair among {refs.num_anchors} anchors and "
@@ -95,29 +99,48 @@ def multi_similarity_loss(
             return zero, pair_stats(torch.zeros(()), 0, torch.zeros(()), 0, 0, 0)
         return zero
 
-    dist, _ = refs.distances(distance)
-    similarity = 1.0 - dist if distance == "cosine" else -dist
-    pos_similarity = similarity.gather(1, pos_index)
-    keep_positive, keep_negative = pos_valid, negative
-    if epsilon is not None:
-        with torch.no_grad():
-            easiest_negative = similarity.masked_fill(~negative, float("-inf")).amax(dim=1)
-            hardest_positive = pos_similarity.masked_fill(~pos_valid, float("inf")).amin(dim=1)
-            keep_positive = pos_valid & (pos_similarity < easiest_negative.unsqueeze(1) + epsilon)
-            keep_negative = negative & (similarity > hardest_positive.unsqueeze(1) - epsilon)
-    pos_terms = masked_logsumexp(-alpha * (pos_similarity - base), keep_positive, 1, add_one=True)
-    neg_terms = masked_logsumexp(beta * (similarity - base), keep_negative, 1, add_one=True)
-    loss = (pos_terms / alpha + neg_terms / beta).mean().to(refs.out_dtype)
+    # With S = 1 - d (cosine) or -d (dot), every similarity condition is one on distances:
+    # S - λ = offset - d, and ε-mining compares distances directly.
+    offset = (1.0 if distance == "cosine" else 0.0) - base
+    num_anchors = refs.num_anchors
+    counts: dict[str, Any] = {}
+
+    def compute(dist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+        pos_d = dist.gather(1, pos_index)
+        keep_positive, keep_negative = pos_valid, negative
+        if epsilon is not None:
+            farthest_positive = pos_d.masked_fill(~pos_valid, float("-inf")).amax(dim=1)
+            closest_negative = dist.masked_fill(~negative, float("inf")).amin(dim=1)
+            keep_positive = pos_valid & (pos_d > closest_negative.unsqueeze(1) - epsilon)
+            keep_negative = negative & (dist < farthest_positive.unsqueeze(1) + epsilon)
+        # Positive term: (1/α) log(1 + Σ exp(-α (S - λ))) = (1/α) log(1 + Σ exp(α (d - offset))).
+        pos_lse, pos_weights, _ = log_sum_exp_weights(
+            (pos_d - offset) * alpha, keep_positive, add_one=True
+        )
+        # Negative term: (1/β) log(1 + Σ exp(β (offset - d))); the constant folds into the shift.
+        neg_lse, neg_weights, _ = log_sum_exp_weights(
+            dist * -beta, keep_negative, add_one=True, offset=beta * offset
+        )
+        value = (pos_lse.double() / alpha + neg_lse.double() / beta).mean()
+        # d/dd of the mean: +w/B on positives, -w/B on negatives (the softmax weights).
+        grad = neg_weights
+        grad.scatter_add_(1, pos_index, -pos_weights)
+        if return_stats:
+            same_rows, same_cols = refs.same_label_entries(pos_index, pos_valid)
+            counts["kept"] = int(keep_positive.sum()) + int(keep_negative.sum())
+            counts["pos_distance"] = pos_d[pos_valid].sum()
+            counts["neg_distance"] = refs.negative_distance_sum(dist, same_rows, same_cols)
+        return value, grad, -1.0 / num_anchors
+
+    loss = loss_of_distances(refs, distance, compute).to(refs.out_dtype)
     if not return_stats:
         return loss
-    with torch.no_grad():
-        pos_d = dist.gather(1, pos_index)
-        stats = pair_stats(
-            torch.where(pos_valid, pos_d, 0.0).sum(),
-            num_positive,
-            torch.where(negative, dist, 0.0).sum(),
-            num_negative,
-            num_positive + num_negative,
-            int(keep_positive.sum()) + int(keep_negative.sum()),
-        )
+    stats = pair_stats(
+        counts["pos_distance"],
+        num_positive,
+        counts["neg_distance"],
+        num_negative,
+        num_positive + num_negative,
+        counts["kept"],
+    )
     return loss, stats

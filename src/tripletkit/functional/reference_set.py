@@ -82,6 +82,32 @@ class ReferenceSet:
         slots = torch.arange(index.shape[1], device=index.device)
         return index, slots.unsqueeze(0) < table.count.unsqueeze(1)
 
+    def negative_counts(self) -> torch.Tensor:
+        """``(B,)`` int64: each anchor's number of negatives (from the labels alone, no mask)."""
+        return self.groups().negative_counts(self.labels)
+
+    def same_label_entries(
+        self, pos_index: torch.Tensor, pos_valid: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(rows, cols)`` of every anchor-reference entry with equal labels: the positives
+        (``pos_index`` at ``pos_valid``, from :meth:`positive_slots`) and the own copies of the
+        same label. Every other entry is a negative pair; each entry appears once."""
+        rows = torch.arange(self.num_anchors, device=pos_index.device).unsqueeze(1)
+        rows, cols = rows.expand_as(pos_index)[pos_valid], pos_index[pos_valid]
+        if self.self_ref_index is not None:
+            own = self.self_ref_index
+            same = (own >= 0) & (self.ref_labels[own.clamp_min(0)] == self.labels)
+            own_rows = torch.nonzero(same).flatten()
+            rows, cols = torch.cat([rows, own_rows]), torch.cat([cols, own[own_rows]])
+        return rows, cols
+
+    def negative_distance_sum(
+        self, dist: torch.Tensor, same_rows: torch.Tensor, same_cols: torch.Tensor
+    ) -> torch.Tensor:
+        """Sum of ``dist`` over the negative pairs, in one pass over the matrix and without a mask
+        (the same-label entries, from :meth:`same_label_entries`, are subtracted)."""
+        return dist.sum() - dist[same_rows, same_cols].sum()
+
     def masks(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Dense ``(B, M)`` boolean ``(positive, negative)`` masks (own copies excluded)."""
         return pair_masks(self.labels, self.ref_labels, self.self_ref_index)
