@@ -151,7 +151,8 @@ def contrastive_loss(
             grad = (neg_margin - dist).clamp_min_(0)
             same_hinge = grad[same_rows, same_cols]
             neg_sum = grad.sum() - same_hinge.sum()
-            num_neg = int(grad.gt_(0).sum()) - int((same_hinge > 0).sum())
+            num_neg = int(torch.count_nonzero(grad)) - int(torch.count_nonzero(same_hinge))
+            grad.gt_(0)
             grad[same_rows, same_cols] = 0.0
             # d/dd = pos_active / num_pos - neg_active / num_neg = scale * grad:
             scale = -1.0 / max(num_neg, 1)
