@@ -51,6 +51,8 @@ from harness import (
 DIM = 128
 PER_CLASS = 4
 XBM_MEMORY = 65_536
+#: A run slower than this (seconds per step) is not repeated in further rounds.
+SLOW_S = 10.0
 XBM_BATCH = 256
 
 #: (case, tripletkit loss, peer loss); the names are keys of ``_build``.
@@ -258,8 +260,9 @@ def main() -> None:
         # machine is shared, and its load changes between (not within) runs.
         for _ in range(args.rounds):
             for library in ("tripletkit", "pml"):
-                if library in best and best[library].status != "ok":
-                    continue  # out of memory or failed: once is enough
+                done = best.get(library)
+                if done is not None and (done.status != "ok" or done.median_s > SLOW_S):
+                    continue  # failed, or so slow that the machine's noise does not matter
                 m = measure(
                     f"{library} {label}",
                     target,
@@ -284,14 +287,19 @@ def main() -> None:
             ]
         )
         print(rows[-1], flush=True)
+        _save(rows, measurements, args, env)
 
+    table = _save(rows, measurements, args, env)
+    print(table)
+    print(f"\nmachine: {machine_info()}")
+
+
+def _save(rows, measurements, args, env) -> str:
+    """Write the results so far (a long run that is interrupted keeps what it measured)."""
     header = ["loss", "size", "tripletkit", "pml 2.9", "pml / tripletkit time", "loss values"]
     table = markdown_table(rows, header)
-    path = save_results(
-        "loss_family", measurements, {"table": table, "args": vars(args), "env": env}
-    )
-    print(table)
-    print(f"\nmachine: {machine_info()}\nresults: {path}")
+    save_results("loss_family", measurements, {"table": table, "args": vars(args), "env": env})
+    return table
 
 
 if __name__ == "__main__":

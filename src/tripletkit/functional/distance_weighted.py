@@ -43,8 +43,8 @@ def distance_weighted_probabilities(
     """Per anchor, the probability of drawing each reference as its negative.
 
     ``p(n | a) ∝ 1 / q(max(d_an, cutoff))`` over the negatives with ``d_an < nonzero_loss_cutoff``,
-    computed in log space and float64 (``q`` spans hundreds of orders of magnitude at n = 128); a
-    row with no such negative is uniform over its negatives; a row with no negative is all 0.
+    computed in log space (``q`` spans hundreds of orders of magnitude at n = 128); a row with no
+    such negative is uniform over its negatives; a row with no negative is all 0.
 
     Args:
         distances: ``(B, M)`` euclidean distances between L2-normalised embeddings.
@@ -55,7 +55,8 @@ def distance_weighted_probabilities(
             can be); must exceed ``cutoff``.
 
     Returns:
-        ``(B, M)`` float64 probabilities, each row summing to 1 (or 0 without negatives).
+        ``(B, M)`` probabilities (float64 for float64 distances, else float32), each row summing
+        to 1 (or 0 without negatives).
 
     >>> d = torch.tensor([[0.0, 0.6, 1.0, 1.5]])
     >>> p = distance_weighted_probabilities(d, torch.tensor([[False, True, True, True]]), dim=8)
@@ -72,20 +73,26 @@ def distance_weighted_probabilities(
         raise ValueError(
             f"distance-weighted sampling needs embeddings of dimension >= 2; got {dim}"
         )
-    d = distances.detach().to(torch.float64)
-    eligible = negative & (d < nonzero_loss_cutoff) & (d < 2.0)
-    # Ineligible entries are evaluated at a harmless point and masked: no log(0), no inf - inf.
-    clamped = torch.where(eligible, d.clamp_min(max(cutoff, 1e-6)), torch.ones_like(d))
-    log_inverse_density = (2.0 - dim) * torch.log(clamped) - 0.5 * (dim - 3.0) * torch.log1p(
-        -0.25 * clamped * clamped
-    )
-    log_weight = log_inverse_density.masked_fill(~eligible, float("-inf"))
+    d = distances.detach()
+    if d.dtype not in (torch.float32, torch.float64):
+        d = d.float()
+    eligible = negative & (d < min(nonzero_loss_cutoff, 2.0))
+    # log(1/q) in place on one buffer (plus one for the second factor); ineligible entries are
+    # evaluated at a harmless point and masked. Log space keeps float32 exact enough: at n = 128
+    # the log weights span about ±100, the probabilities hundreds of orders of magnitude.
+    log_weight = torch.where(eligible, d.clamp_min(max(cutoff, 1e-6)), 1.0)
+    second = torch.square(log_weight).mul_(-0.25).log1p_().mul_(-0.5 * (dim - 3.0))
+    log_weight.log_().mul_(2.0 - dim).add_(second)
+    del second
+    log_weight.masked_fill_(~eligible, float("-inf"))
     peak = log_weight.amax(dim=1, keepdim=True)
     has_eligible = torch.isfinite(peak)
-    weight = torch.exp(log_weight - torch.where(has_eligible, peak, torch.zeros_like(peak)))
-    weight = torch.where(has_eligible, weight, negative.to(torch.float64))
+    weight = log_weight.sub_(torch.where(has_eligible, peak, 0.0)).exp_()
+    fallback = ~has_eligible.squeeze(1)
+    if bool(fallback.any()):  # uniform over the row's negatives
+        weight[fallback] = negative[fallback].to(weight.dtype)
     total = weight.sum(dim=1, keepdim=True)
-    return weight / torch.where(total > 0, total, torch.ones_like(total))
+    return weight.div_(torch.where(total > 0, total, torch.ones_like(total)))
 
 
 def distance_weighted_triplets(
@@ -129,12 +136,10 @@ def distance_weighted_triplets(
     if anchors.numel() == 0:
         return empty, empty, empty
     probabilities = distance_weighted_probabilities(
-        distances[anchors],
-        negative[anchors],
-        dim,
-        cutoff=cutoff,
-        nonzero_loss_cutoff=nonzero_loss_cutoff,
+        distances, negative, dim, cutoff=cutoff, nonzero_loss_cutoff=nonzero_loss_cutoff
     )
+    if anchors.shape[0] != probabilities.shape[0]:
+        probabilities = probabilities[anchors]
     counts = table.count[anchors]
     draws = torch.multinomial(
         probabilities, int(counts.max()), replacement=True, generator=generator

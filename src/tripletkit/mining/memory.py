@@ -36,6 +36,9 @@ class CrossBatchMemory(nn.Module):
     ``.to(device)``, is saved in ``state_dict()``, and is rebuilt, not modified in place, at each
     call, so several forward passes may share one backward pass (gradient accumulation).
 
+    Under ``torch.distributed``, gather first (:func:`tripletkit.mining.gather_batch`) and give
+    the memory the global batch: every rank then keeps the same memory.
+
     Start it after the embedding has stabilised (the paper waits for the first thousand
     iterations): before that, the stored embeddings are stale and mining against them hurts.
 
