@@ -7,10 +7,12 @@ The ``(B, C)`` similarity matrix is dense (it is small: C classes, not M referen
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 
-from tripletkit.functional.log_sum_exp import masked_logsumexp
+from tripletkit.functional.log_sum_exp import log_sum_exp_weights
 from tripletkit.functional.pair_stats import PairStats, pair_stats
 from tripletkit.functional.reference_set import warn_no_pairs
 from tripletkit.validation import (
@@ -129,7 +131,8 @@ def proxy_anchor_loss(
 
     where P is every proxy, P+ the proxies with at least one positive in the batch, X_p+ the
     embeddings of p's class and X_p- the others. Computed with a masked log-sum-exp: no overflow at
-    α = 32, and no NaN for proxies without positives.
+    α = 32, and no NaN for proxies without positives; the gradient with respect to the
+    ``(C, B)`` similarities is written in the same pass (no autograd graph over them).
 
     Args:
         embeddings: ``(B, D)`` float embeddings.
@@ -156,19 +159,49 @@ def proxy_anchor_loss(
     unit, labels, unit_proxies = _checked(embeddings, labels, proxies)
     if unit.shape[0] == 0:
         return _empty_batch(unit, unit_proxies, return_stats)
-    num_classes = unit_proxies.shape[0]
-    cosine = unit @ unit_proxies.T
-    positive = F.one_hot(labels, num_classes).bool()
-    pos_terms = masked_logsumexp(-alpha * (cosine - margin), positive, dim=0, add_one=True)
-    neg_terms = masked_logsumexp(alpha * (cosine + margin), ~positive, dim=0, add_one=True)
-    with_positives = positive.any(dim=0)
-    num_with_positives = int(with_positives.sum())
-    loss = pos_terms[with_positives].sum() / max(num_with_positives, 1) + neg_terms.sum() / (
-        num_classes
-    )
+    loss, similarity = _ProxyAnchor.apply(unit, unit_proxies, labels, margin, alpha)
     if not return_stats:
         return loss
-    return loss, _proxy_stats(cosine, labels, 1.0 - cosine.detach())
+    cosine = similarity.T
+    return loss, _proxy_stats(cosine, labels, 1.0 - cosine)
+
+
+class _ProxyAnchor(torch.autograd.Function):
+    """The Proxy Anchor loss of unit embeddings and unit proxies.
+
+    Its gradient with respect to the ``(C, B)`` similarities (softmax weights of the two
+    log-sum-exps) is written in the forward pass, in the buffers of the log-sum-exps: no autograd
+    graph over ``(C, B)`` intermediates, and the backward pass is two matrix products.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, unit, unit_proxies, labels, margin: float, alpha: float):
+        similarity = unit_proxies @ unit.T
+        num_classes = similarity.shape[0]
+        classes = torch.arange(num_classes, device=labels.device).unsqueeze(1)
+        positive = labels.unsqueeze(0) == classes
+        # -α (s - δ) = -α s + αδ and α (s + δ) = α s + αδ: the constant folds into the shift.
+        pos_lse, pos_weights, _ = log_sum_exp_weights(
+            similarity * -alpha, positive, add_one=True, offset=alpha * margin
+        )
+        neg_lse, neg_weights, _ = log_sum_exp_weights(
+            similarity * alpha, ~positive, add_one=True, offset=alpha * margin
+        )
+        # Proxies without positives have pos_lse = log(1) = 0: summing all of them is exact.
+        num_with_positives = max(int(torch.bincount(labels, minlength=num_classes).gt(0).sum()), 1)
+        loss = pos_lse.sum() / num_with_positives + neg_lse.sum() / num_classes
+        grad = pos_weights.mul_(-alpha / num_with_positives)
+        grad.add_(neg_weights, alpha=alpha / num_classes)
+        ctx.save_for_backward(unit, unit_proxies, grad)
+        ctx.mark_non_differentiable(similarity)
+        return loss, similarity
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss: torch.Tensor, _grad_similarity: torch.Tensor):
+        unit, unit_proxies, grad = ctx.saved_tensors
+        grad_unit = (grad.T @ unit_proxies) * grad_loss
+        grad_proxies = (grad @ unit) * grad_loss
+        return grad_unit, grad_proxies, None, None, None
 
 
 def _empty_batch(unit: torch.Tensor, unit_proxies: torch.Tensor, return_stats: bool):
