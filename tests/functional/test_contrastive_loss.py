@@ -45,7 +45,7 @@ def test_matches_reference_on_tied_layouts(batch, mining, metric, pos_margin, ne
         mining=mining,
     )
     assert not torch.isnan(loss)
-    assert float(loss) == pytest.approx(expected, rel=1e-9, abs=1e-12)
+    assert loss.item() == pytest.approx(expected, rel=1e-9, abs=1e-12)
 
 
 @settings(max_examples=40, deadline=None)
@@ -71,14 +71,14 @@ def test_matches_reference_for_similarity_metrics(batch, mining, metric):
     expected = ref.contrastive(
         *batch.reference_args(), pos_margin=0.1, neg_margin=0.7, metric=metric, mining=mining
     )
-    assert float(loss) == pytest.approx(expected, rel=1e-7, abs=1e-9)
+    assert loss.item() == pytest.approx(expected, rel=1e-7, abs=1e-9)
 
 
 def test_hand_computed_example():
     x = torch.tensor([[0.0, 0.0], [0.0, 0.6], [0.8, 0.0]])
     loss, stats = contrastive_loss(x, torch.tensor([0, 0, 1]), return_stats=True)
     # Positive pairs (0,1), (1,0): 0.6 each. Negative pairs: 1 - 0.8 twice (active), 1 - 1 twice.
-    assert float(loss) == pytest.approx(0.6 + 0.2)
+    assert loss.item() == pytest.approx(0.6 + 0.2)
     assert (stats.num_positive_pairs, stats.num_negative_pairs) == (2, 4)
     assert (stats.num_selected_pairs, stats.num_active_pairs) == (6, 4)
     assert stats.mean_negative_distance == pytest.approx((0.8 + 1.0) / 2)
@@ -106,7 +106,7 @@ def test_refs_equal_to_batch_give_the_batch_loss():
     as_refs = contrastive_loss(
         x, labels, x.clone(), labels, neg_margin=3.0, self_ref_index=torch.arange(12)
     )
-    assert float(own) == pytest.approx(float(as_refs), rel=1e-12)
+    assert own.item() == pytest.approx(as_refs.item(), rel=1e-12)
 
 
 @pytest.mark.parametrize(
@@ -158,7 +158,7 @@ def test_half_precision_inputs(dtype):
     half = contrastive_loss(half_x, labels, neg_margin=4.0)
     half.backward()
     assert half.dtype == torch.float32
-    assert float(half) == pytest.approx(float(full), rel=2e-2)
+    assert half.item() == pytest.approx(full.item(), rel=2e-2)
     assert half_x.grad.dtype == dtype and torch.isfinite(half_x.grad.float()).all()
 
 
