@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["NoTripletsWarning", "TripletkitWarning"]
+__all__ = ["NoPairsWarning", "NoTripletsWarning", "TripletkitWarning"]
 
 
 class TripletkitWarning(UserWarning):
@@ -11,3 +11,8 @@ class TripletkitWarning(UserWarning):
 
 class NoTripletsWarning(TripletkitWarning):
     """A batch had no valid triplet (no positive pair, or no negative); its loss is 0."""
+
+
+class NoPairsWarning(NoTripletsWarning):
+    """A batch had nothing a pair or proxy loss can learn from (no usable positive or negative
+    pair); its loss is 0. A subclass of :class:`NoTripletsWarning`, so one filter covers both."""

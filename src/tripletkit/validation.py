@@ -17,6 +17,7 @@ __all__ = [
     "check_finite_distances",
     "check_labels",
     "check_nonnegative",
+    "check_positive",
     "check_same_dim",
 ]
 
@@ -123,3 +124,15 @@ def check_finite_distances(values: torch.Tensor, what: str = "distances") -> Non
             f"{what} overflowed to Inf/NaN although the embeddings are finite: their magnitude is "
             "too large for the dtype. L2-normalise the embeddings (or compute in float64)."
         )
+
+
+def check_positive(value: Any, name: str) -> float:
+    """Return ``value`` as a float if it is a finite number > 0; otherwise raise ``ValueError``.
+
+    >>> check_positive(0.05, "temperature")
+    0.05
+    """
+    number = check_nonnegative(value, name)
+    if number == 0:
+        raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
+    return number

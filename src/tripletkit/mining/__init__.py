@@ -1,0 +1,37 @@
+"""Mining for custom losses, cross-batch memory, and mining across processes.
+
+* :mod:`~tripletkit.mining.miners`: index triplets and pairs that carry the distances they were
+  mined from (tripletkit losses reuse them instead of computing the matrix again).
+* :mod:`~tripletkit.mining.memory`: :class:`CrossBatchMemory`, a FIFO memory of past embeddings
+  that any batch loss mines against (XBM).
+* :mod:`~tripletkit.mining.distributed`: :func:`gather_batch` / :func:`gather_with_grad`, so that
+  mining under ``torch.distributed`` sees the global batch.
+"""
+
+from tripletkit.mining.distributed import GatheredBatch, gather_batch, gather_with_grad
+from tripletkit.mining.memory import CrossBatchMemory
+from tripletkit.mining.miners import (
+    PAIR_MINING,
+    TRIPLET_MINING,
+    DistanceWeightedMiner,
+    PairMiner,
+    TripletMiner,
+    mine_distance_weighted,
+    mine_pairs,
+    mine_triplets,
+)
+
+__all__ = [
+    "PAIR_MINING",
+    "TRIPLET_MINING",
+    "CrossBatchMemory",
+    "DistanceWeightedMiner",
+    "GatheredBatch",
+    "PairMiner",
+    "TripletMiner",
+    "gather_batch",
+    "gather_with_grad",
+    "mine_distance_weighted",
+    "mine_pairs",
+    "mine_triplets",
+]
