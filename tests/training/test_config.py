@@ -13,7 +13,7 @@ def test_defaults_round_trip_through_json(tmp_path):
     config = resolve_config()
     config.save(tmp_path / "config.json")
     data = json.loads((tmp_path / "config.json").read_text())
-    assert data["loss"]["margin"] == 0.2 and data["data"]["p"] == 5
+    assert data["loss"]["margin"] is None and data["data"]["p"] == 5
     flat = {f"{s}.{k}": v for s, section in data.items() for k, v in section.items()}
     assert resolve_config(overrides=flat) == config
 

@@ -45,13 +45,25 @@ def create_loss(name: str, **options: Any) -> nn.Module:
     builder = _LOSSES[name]
     accepted = inspect.signature(builder).parameters
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
-    chosen = {k: v for k, v in options.items() if takes_any or k in accepted}
+    # None means "the loss's own default": one config can name any loss without overriding its
+    # defaults (InfoNCE's distance, Proxy Anchor's margin) with another loss's.
+    chosen = {k: v for k, v in options.items() if v is not None and (takes_any or k in accepted)}
     return builder(**chosen)
 
 
 def _register_builtins() -> None:
     if _LOSSES:
         return
-    from tripletkit.losses.triplet import BatchTripletLoss
+    from tripletkit import losses
 
-    register_loss("triplet", BatchTripletLoss)
+    for name, builder in {
+        "triplet": losses.BatchTripletLoss,
+        "contrastive": losses.ContrastiveLoss,
+        "quadruplet": losses.QuadrupletLoss,
+        "proxy_nca": losses.ProxyNCALoss,
+        "proxy_anchor": losses.ProxyAnchorLoss,
+        "info_nce": losses.InfoNCELoss,
+        "multi_similarity": losses.MultiSimilarityLoss,
+        "distance_weighted_margin": losses.DistanceWeightedMarginLoss,
+    }.items():
+        register_loss(name, builder)

@@ -114,18 +114,32 @@ def _build_model(config: RunConfig, kind: str, in_channels: int | None, in_featu
     )
 
 
+#: What ``tripletkit train`` uses for the triplet loss when the configuration leaves it open.
+DEFAULT_TRIPLET_RECIPE: dict[str, Any] = {
+    "margin": 0.2,
+    "mining": "semihard",
+    "distance": "squared_euclidean",
+    "soft": False,
+}
+
+
 def build_loss(config: RunConfig, num_classes: int, embedding_dim: int) -> torch.nn.Module:
-    """The loss named by ``loss.name`` with the config's parameters."""
+    """The loss named by ``loss.name`` with the config's parameters (None: the defaults)."""
     from tripletkit.losses import create_loss
 
+    chosen = {
+        "margin": config.loss.margin,
+        "mining": config.loss.mining,
+        "distance": config.loss.distance,
+        "soft": config.loss.soft,
+    }
+    if config.loss.name == "triplet":
+        chosen = {k: DEFAULT_TRIPLET_RECIPE[k] if v is None else v for k, v in chosen.items()}
     return create_loss(
         config.loss.name,
         num_classes=num_classes,
         embedding_dim=embedding_dim,
-        margin=config.loss.margin,
-        mining=config.loss.mining,
-        distance=config.loss.distance,
-        soft=config.loss.soft,
+        **chosen,
         **config.loss.options,
     )
 

@@ -90,13 +90,19 @@ class ModelConfig:
 
 @dataclass
 class LossConfig:
-    """The loss, by name (``"triplet"`` is :class:`~tripletkit.losses.BatchTripletLoss`)."""
+    """The loss, by name (``tripletkit.losses.list_losses()``; ``"triplet"`` is
+    :class:`~tripletkit.losses.BatchTripletLoss`).
+
+    ``margin``, ``mining``, ``distance`` and ``soft`` left as None take the default recipe for the
+    triplet loss (see ``tripletkit.training.build.DEFAULT_TRIPLET_RECIPE``) and the loss's own
+    defaults for the others. Any other constructor argument goes in ``options``.
+    """
 
     name: str = "triplet"
-    margin: float = 0.2
-    mining: str = "all"
-    distance: str = "squared_euclidean"
-    soft: bool = False
+    margin: float | None = None
+    mining: str | None = None
+    distance: str | None = None
+    soft: bool | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -343,5 +349,5 @@ def _check_ranges(config: RunConfig) -> None:
         raise ValueError(
             f"config key 'optim.warmup_fraction' must be in [0, 1); got {config.optim.warmup_fraction}"
         )
-    if config.loss.margin < 0:
+    if config.loss.margin is not None and config.loss.margin < 0:
         raise ValueError(f"config key 'loss.margin' must be >= 0; got {config.loss.margin}")

@@ -16,6 +16,7 @@ gathered from every rank. Rank 0 alone logs, validates and writes checkpoints.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -212,20 +213,20 @@ class Trainer:
         return 0, 1
 
     def _param_groups(self) -> list[dict[str, Any]]:
+        """The model at ``optim.lr``; the loss's own parameters (proxies, a learnable margin) at the
+        rate the loss asks for (``param_groups(lr)``), else ``optim.loss_lr_multiplier`` × lr."""
         optim = self.config.optim
-        groups = [
-            {"params": [p for p in self.model.parameters() if p.requires_grad], "lr": optim.lr}
-        ]
-        loss_params = [p for p in self.loss_fn.parameters() if p.requires_grad]
-        if loss_params:
-            groups.append(
-                {
-                    "params": loss_params,
-                    "lr": optim.lr * optim.loss_lr_multiplier,
-                    "weight_decay": 0.0,
-                }
-            )
-        return groups
+        model_params = [p for p in self.model.parameters() if p.requires_grad]
+        groups = [{"params": model_params, "lr": optim.lr}]
+        if hasattr(self.loss_fn, "param_groups"):
+            loss_groups = [dict(g) for g in self.loss_fn.param_groups(optim.lr)]
+        else:
+            loss_params = [p for p in self.loss_fn.parameters() if p.requires_grad]
+            multiplied = optim.lr * optim.loss_lr_multiplier
+            loss_groups = [{"params": loss_params, "lr": multiplied}] if loss_params else []
+        for group in loss_groups:
+            group.setdefault("weight_decay", 0.0)
+        return groups + loss_groups
 
     def _loader(self, sampler: torch.utils.data.Sampler) -> torch.utils.data.DataLoader:
         workers = self.config.data.num_workers
@@ -257,16 +258,13 @@ class Trainer:
     def _loss(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         embeddings = embeddings.float()
         if self.world_size > 1 and self._mines_across_ranks:
-            from tripletkit.mining import gather_with_grad
+            from tripletkit.mining import gather_batch
 
-            all_embeddings, all_labels = gather_with_grad(embeddings, labels)
-            offset = self.rank * embeddings.shape[0]
-            own = torch.arange(offset, offset + embeddings.shape[0], device=embeddings.device)
-            # DDP averages gradients over ranks; each rank's loss covers its own anchors only,
-            # so scale by the world size to get the gradient of the global mean.
-            return self.world_size * self.loss_fn(
-                embeddings, labels, all_embeddings, all_labels, self_ref_index=own
-            )
+            # Every rank computes the loss of the global batch (world_size × batch); the gather's
+            # backward sums the ranks' gradients, which DDP's averaging turns back into exactly the
+            # single-process gradient of the concatenated batch.
+            batch = gather_batch(embeddings, labels)
+            return self.loss_fn(batch.embeddings, batch.labels)
         return self.loss_fn(embeddings, labels)
 
     def validate(self) -> dict[str, Any]:
@@ -366,12 +364,8 @@ class Trainer:
         self.device = _resolve_device(config.train.device)
         self.rank, self.world_size = self._distributed()
         main_process = self.rank == 0
-        self._mines_across_ranks = (
-            "ref_embeddings"
-            in getattr(
-                self.loss_fn.forward, "__code__", type("", (), {"co_varnames": ()})
-            ).co_varnames
-        )
+        # Batch losses (embeddings, labels) mine the gathered global batch under torchrun.
+        self._mines_across_ranks = "labels" in inspect.signature(self.loss_fn.forward).parameters
         if not resume:
             seed_everything(config.train.seed)
         self.model.to(self.device)
