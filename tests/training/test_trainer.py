@@ -61,6 +61,7 @@ def test_trains_and_writes_a_complete_run_directory(tmp_path):
     assert (run / "checkpoints" / "last.safetensors").is_file()
     assert (run / "checkpoints" / "best.safetensors").is_file()
     assert (run / "model" / "model.safetensors").is_file()
+    assert (run / "model_initial" / "model.safetensors").is_file()
     records = read_metrics(run / "metrics.jsonl")
     steps = [r for r in records if r["kind"] == "step"]
     epochs = [r for r in records if r["kind"] == "epoch"]
@@ -75,7 +76,7 @@ def test_trains_and_writes_a_complete_run_directory(tmp_path):
     assert summary["data"]["test_classes"] == [5, 6, 7, 8, 9]
 
 
-def test_learns_on_feature_vectors():
+def test_learns_on_feature_vectors(tmp_path):
     generator = torch.Generator().manual_seed(0)
     centers = torch.randn(12, 16, generator=generator) * 2
     labels = torch.arange(12).repeat_interleave(30)
@@ -101,7 +102,7 @@ def test_learns_on_feature_vectors():
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8))
     result = Trainer(
-        model, BatchTripletLoss(margin=0.2, mining="semihard"), data, config, "/tmp/tk-vectors"
+        model, BatchTripletLoss(margin=0.2, mining="semihard"), data, config, tmp_path / "run"
     ).fit()
     assert result.after["map_at_r"] > result.before["map_at_r"] + 0.1
 
