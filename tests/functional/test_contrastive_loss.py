@@ -8,9 +8,9 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from tests import reference_losses as ref
 from tests.loss_batches import labelled_batches, quietly, random_batch
-
 from tripletkit.errors import NoPairsWarning
 from tripletkit.functional import contrastive_loss
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.loss_batches import random_batch
 
+from tests.loss_batches import random_batch
 from tripletkit.distances import pairwise_distances
 from tripletkit.functional import contrastive_loss, info_nce_loss
 

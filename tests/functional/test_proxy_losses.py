@@ -7,8 +7,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from tests import reference_losses as ref
 
+from tests import reference_losses as ref
 from tripletkit.errors import NoPairsWarning
 from tripletkit.functional import proxy_anchor_loss, proxy_nca_loss
 

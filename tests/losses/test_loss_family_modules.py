@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tests.loss_batches import random_batch
 
+from tests.loss_batches import random_batch
 from tripletkit import functional as F
 from tripletkit.losses import (
     ContrastiveLoss,
