@@ -10,6 +10,8 @@ import argparse
 import sys
 from collections.abc import Callable, Sequence
 
+import numpy as np
+
 __all__ = ["main"]
 
 
@@ -204,6 +206,281 @@ def _metrics_table(outcome) -> str:
 command("train", "train an embedding model (config files and/or flags; flags win)")(
     _add_train_arguments
 )
+
+
+# ----------------------------------------------------------------------------------------------
+# embed / evaluate / verify / index
+
+
+def _write_json(path: str | None, payload: dict) -> None:
+    if path:
+        import json
+
+        from tripletkit.files import atomic_write_text
+
+        atomic_write_text(path, json.dumps(payload, indent=2, default=float) + "\n")
+        print(f"wrote {path}")
+
+
+def _print_metrics(title: str, metrics: dict) -> None:
+    print(title)
+    width = max((len(k) for k in metrics), default=10) + 2
+    for key, value in metrics.items():
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        print(f"  {key:<{width}}{shown:>12}")
+
+
+def _add_embed_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", required=True, help="a run directory (or a saved model directory)"
+    )
+    parser.add_argument(
+        "--data",
+        required=True,
+        help="image folder, manifest, .npy features, or fashion-mnist[:split]/digits",
+    )
+    parser.add_argument("--out", required=True, help="the vectors file to write (.parquet)")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=_run_embed)
+
+
+def _run_embed(args: argparse.Namespace) -> int:
+    from tripletkit.index.vectors_file import write_vectors
+    from tripletkit.inference import embed_dataset, load_run, open_dataset
+
+    run = load_run(args.model)
+    dataset, sources = open_dataset(args.data, run)
+    embedded = embed_dataset(run, dataset, sources, args.batch_size, progress=not args.quiet)
+    write_vectors(args.out, embedded.embeddings.numpy(), embedded.labels, embedded.sources)
+    print(
+        f"wrote {embedded.embeddings.shape[0]} embeddings of dimension {embedded.embeddings.shape[1]} to {args.out}"
+    )
+    return 0
+
+
+_PROTOCOLS = ("retrieval", "verification", "reid", "text")
+
+
+def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model", required=True, help="a run directory (or a saved model directory)"
+    )
+    parser.add_argument("--data", required=True, help="labelled data (see tripletkit embed --help)")
+    parser.add_argument("--protocol", default="retrieval", choices=_PROTOCOLS)
+    parser.add_argument(
+        "--query-data", help="reid/text: the queries (--data is then the gallery / corpus)"
+    )
+    parser.add_argument("--out", help="also write the metrics as JSON here")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.set_defaults(run=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from tripletkit import evaluation
+    from tripletkit.inference import embed_dataset, load_run, open_dataset
+
+    run = load_run(args.model)
+    dataset, sources = open_dataset(args.data, run)
+    embedded = embed_dataset(run, dataset, sources, progress=not args.quiet)
+    if embedded.labels is None:
+        raise UsageError(f"--data {args.data!r} has no labels; evaluation needs them")
+    if args.protocol in ("reid", "text") and not args.query_data:
+        raise UsageError(f"--protocol {args.protocol} needs --query-data (queries) besides --data")
+    if args.protocol == "retrieval":
+        metrics = evaluation.evaluate_retrieval(embedded.embeddings, embedded.labels).metrics
+    elif args.protocol == "verification":
+        metrics = evaluation.evaluate_verification_from_labels(
+            embedded.embeddings, embedded.labels
+        ).metrics
+    else:
+        query_set, query_sources = open_dataset(args.query_data, run)
+        queries = embed_dataset(run, query_set, query_sources, progress=not args.quiet)
+        if queries.labels is None:
+            raise UsageError(f"--query-data {args.query_data!r} has no labels")
+        if args.protocol == "reid":
+            query_cameras = getattr(query_set, "cameras", None)
+            gallery_cameras = getattr(dataset, "cameras", None)
+            if query_cameras is None or gallery_cameras is None:
+                query_cameras = np.full(len(queries.labels), -2)
+                gallery_cameras = np.full(len(embedded.labels), -1)
+                print("note: no camera ids in the data; the same-camera rule is not applied")
+            metrics = evaluation.evaluate_reid(
+                queries.embeddings,
+                queries.labels,
+                query_cameras,
+                embedded.embeddings,
+                embedded.labels,
+                gallery_cameras,
+            ).metrics
+        else:
+            qrels = {
+                q: {d: 1 for d in np.flatnonzero(embedded.labels == label).tolist()}
+                for q, label in enumerate(queries.labels.tolist())
+            }
+            metrics = evaluation.evaluate_text_retrieval(
+                queries.embeddings, embedded.embeddings, qrels
+            ).metrics
+    _print_metrics(f"{args.protocol} metrics of {args.model} on {args.data}:", metrics)
+    _write_json(
+        args.out,
+        {"protocol": args.protocol, "model": args.model, "data": args.data, "metrics": metrics},
+    )
+    return 0
+
+
+def _add_verify_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="a run directory (with calibration.json)")
+    parser.add_argument("a", help="first item: an image path (or a text for text models)")
+    parser.add_argument("b", help="second item")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--far",
+        type=float,
+        default=1e-3,
+        help="false accept rate of the calibrated threshold (1e-2, 1e-3 or 1e-4)",
+    )
+    group.add_argument("--threshold", type=float, help="a cosine-distance threshold to use instead")
+    parser.set_defaults(run=_run_verify)
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from tripletkit.distances import paired_distances
+    from tripletkit.inference import embed_inputs, load_run
+
+    run = load_run(args.model)
+    if args.threshold is not None:
+        threshold, source = args.threshold, "given with --threshold"
+    else:
+        calibration_file = Path(args.model) / "calibration.json"
+        if not calibration_file.is_file():
+            raise UsageError(
+                f"{args.model!r} has no calibration.json (written at the end of tripletkit train); "
+                "pass --threshold"
+            )
+        calibration = json.loads(calibration_file.read_text())
+        entry = calibration["thresholds"].get(repr(float(args.far)))
+        if entry is None:
+            listed = ", ".join(calibration["thresholds"])
+            raise UsageError(
+                f"no threshold calibrated at FAR {args.far}; calibrated FARs: {listed}"
+            )
+        threshold = entry["value"]
+        source = f"calibrated on the validation set at FAR {args.far} (TAR {entry['tar']:.3f})"
+    pair = embed_inputs(run, [args.a, args.b])
+    distance = float(paired_distances(pair[:1], pair[1:], "cosine"))
+    same = distance <= threshold
+    print(
+        f"{'same' if same else 'different'}: cosine distance {distance:.4f} "
+        f"{'<=' if same else '>'} threshold {threshold:.4f} ({source})"
+    )
+    return 0 if same else 3
+
+
+def _add_index_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    build = actions.add_parser("build", help="build an index from a vectors file")
+    build.add_argument("--vectors", required=True, help="a .parquet written by tripletkit embed")
+    build.add_argument("--out", required=True, help="the index directory to write")
+    build.add_argument("--kind", default="auto", help="auto, flat, hnsw or ivfpq")
+    build.add_argument("--metric", default="cosine")
+    build.set_defaults(run=_run_index_build)
+    search = actions.add_parser(
+        "search", help="nearest neighbours of images/texts or a vectors file"
+    )
+    search.add_argument("--index", required=True, help="an index directory")
+    search.add_argument("--model", help="the run that embedded the index (to embed the queries)")
+    search.add_argument("queries", nargs="*", help="image paths or texts (with --model)")
+    search.add_argument("--vectors", help="query vectors (.parquet) instead of inputs")
+    search.add_argument("-k", type=int, default=10)
+    search.add_argument("--out", help="also write the results as JSON here")
+    search.set_defaults(run=_run_index_search)
+    info = actions.add_parser("info", help="what an index holds")
+    info.add_argument("index", help="an index directory")
+    info.set_defaults(run=_run_index_info)
+
+
+def _run_index_build(args: argparse.Namespace) -> int:
+    from tripletkit.index import VectorIndex
+    from tripletkit.index.vectors_file import read_vectors
+
+    vectors = read_vectors(args.vectors)
+    labels = vectors.labels if any(v is not None for v in vectors.labels) else None
+    index = VectorIndex.build(
+        vectors.vectors,
+        ids=vectors.ids,
+        labels=labels,
+        sources=vectors.sources,
+        kind=args.kind,
+        metric=args.metric,
+    )
+    index.save(args.out)
+    print(f"built a {index.kind} index of {len(index)} vectors ({args.metric}) in {args.out}")
+    return 0
+
+
+def _run_index_search(args: argparse.Namespace) -> int:
+    from tripletkit.index import VectorIndex
+    from tripletkit.index.vectors_file import read_vectors
+    from tripletkit.inference import embed_inputs, load_run
+
+    index = VectorIndex.load(args.index)
+    if args.vectors:
+        queries = read_vectors(args.vectors).vectors
+        names = [f"query {i}" for i in range(len(queries))]
+    elif args.queries:
+        if not args.model:
+            raise UsageError(
+                "searching with images or texts needs --model (the run that embedded them)"
+            )
+        queries = embed_inputs(load_run(args.model), args.queries)
+        names = list(args.queries)
+    else:
+        raise UsageError("give queries (image paths or texts) with --model, or --vectors")
+    result = index.search(queries, k=args.k)
+    payload = []
+    for name, ids, distances, records in zip(
+        names, result.ids.tolist(), result.distances.tolist(), result.metadata, strict=True
+    ):
+        print(f"{name}:")
+        hits = []
+        for rank, (item, dist, record) in enumerate(zip(ids, distances, records, strict=True), 1):
+            label = getattr(record, "label", None) if record is not None else None
+            source = getattr(record, "source", None) if record is not None else None
+            shown = 0.0 if abs(dist) < 5e-5 else dist  # no "-0.0000" for an exact match
+            print(f"  {rank:>3}. id {item:<8} distance {shown:.4f}  label {label}  {source or ''}")
+            hits.append({"id": item, "distance": dist, "label": label, "source": source})
+        payload.append({"query": name, "hits": hits})
+    _write_json(args.out, {"index": args.index, "results": payload})
+    return 0
+
+
+def _run_index_info(args: argparse.Namespace) -> int:
+    from tripletkit.index import VectorIndex
+
+    index = VectorIndex.load(args.index)
+    print(f"{args.index}: {index!r}")
+    print(
+        f"  vectors: {len(index)}  dimension: {index.dim}  metric: {index.metric}  kind: {index.kind}"
+    )
+    for key, value in sorted(index.params.items()):
+        print(f"  {key}: {value}")
+    return 0
+
+
+command("embed", "embed data with a trained model and write a vectors file (.parquet)")(
+    _add_embed_arguments
+)
+command("evaluate", "evaluate a trained model: retrieval, verification, re-ID or text metrics")(
+    _add_evaluate_arguments
+)
+command("verify", "say whether two items are the same, with the score and the threshold used")(
+    _add_verify_arguments
+)
+command("index", "build, search or inspect a vector index")(_add_index_arguments)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -84,7 +84,10 @@ def as_embeddings(x: Any, name: str) -> torch.Tensor:
     torch.Size([2, 3])
     """
     if isinstance(x, np.ndarray):
-        x = torch.from_numpy(np.ascontiguousarray(x))
+        x = np.ascontiguousarray(x)
+        if not x.flags.writeable:  # e.g. read-only views of a Parquet file
+            x = x.copy()
+        x = torch.from_numpy(x)
     return check_embeddings(x, name).detach()
 
 

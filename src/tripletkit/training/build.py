@@ -45,7 +45,15 @@ from tripletkit.files import atomic_write_text
 from tripletkit.training.config import RunConfig
 from tripletkit.training.trainer import TrainData, Trainer, TrainResult, seed_everything
 
-__all__ = ["BuiltRun", "RunOutcome", "build_loss", "build_run", "default_run_dir", "train"]
+__all__ = [
+    "BuiltRun",
+    "RunOutcome",
+    "build_loss",
+    "build_run",
+    "calibrate",
+    "default_run_dir",
+    "train",
+]
 
 DATASETS = ("auto", "fashion-mnist", "digits", "image-folder", "manifest", "vectors")
 
@@ -300,6 +308,33 @@ def _embed_and_evaluate(model, dataset, evaluate) -> dict[str, Any]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float))}
 
 
+#: FARs at which ``calibration.json`` stores a verification threshold.
+CALIBRATION_FARS = (1e-2, 1e-3, 1e-4)
+
+
+def calibrate(model: torch.nn.Module, validation, run_dir: str | Path) -> dict[str, Any]:
+    """Verification thresholds of the model on the validation pairs, written to
+    ``run_dir/calibration.json`` (read by ``tripletkit verify``)."""
+    from tripletkit.evaluation import evaluate_verification_from_labels
+
+    loader = torch.utils.data.DataLoader(validation, batch_size=512, shuffle=False)
+    embeddings = model.embed(loader)
+    result = evaluate_verification_from_labels(
+        embeddings, np.asarray(validation.labels), distance="cosine", far_targets=CALIBRATION_FARS
+    )
+    calibration = {
+        "distance": "cosine",
+        "source": "validation set (pairs from its labels)",
+        "thresholds": {
+            repr(float(far)): {"value": t.value, "far": t.far, "tar": t.tar, "rule": t.rule}
+            for far, t in result.thresholds.items()
+        },
+        "metrics": result.metrics,
+    }
+    atomic_write_text(Path(run_dir) / "calibration.json", json.dumps(calibration, indent=2) + "\n")
+    return calibration
+
+
 def train(config: RunConfig, run_dir: str | Path | None = None, resume: bool = False) -> RunOutcome:
     """Build, train and test the run described by ``config`` (see the module docstring).
 
@@ -333,6 +368,8 @@ def train(config: RunConfig, run_dir: str | Path | None = None, resume: bool = F
         atomic_write_text(
             test_file, json.dumps({"before": test_before, "after": test_after}, indent=2) + "\n"
         )
+    if built.data.validation is not None:
+        calibrate(built.model, built.data.validation, run_dir)
     report = None
     if config.train.report:
         try:
