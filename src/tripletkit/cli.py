@@ -78,7 +78,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"tripletkit {args.command}: error: {message}", file=sys.stderr)
-        return 1
+        # A path the user named that does not exist is bad usage (2), like a bad flag.
+        return 2 if isinstance(err, FileNotFoundError) else 1
 
 
 def _parse_sets(pairs: list[str] | None) -> dict[str, str]:
@@ -179,6 +180,8 @@ def _run_train(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UsageError(str(err)) from err
     outcome = train(config, run_dir=run_dir, resume=bool(args.resume))
+    if not outcome.is_main:  # another rank of a torchrun job: rank 0 prints
+        return 0
     print(_metrics_table(outcome))
     print(f"run directory: {outcome.result.run_dir}")
     if outcome.report is not None:
@@ -280,13 +283,13 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     from tripletkit import evaluation
     from tripletkit.inference import embed_dataset, load_run, open_dataset
 
+    if args.protocol in ("reid", "text") and not args.query_data:
+        raise UsageError(f"--protocol {args.protocol} needs --query-data (queries) besides --data")
     run = load_run(args.model)
     dataset, sources = open_dataset(args.data, run)
     embedded = embed_dataset(run, dataset, sources, progress=not args.quiet)
     if embedded.labels is None:
         raise UsageError(f"--data {args.data!r} has no labels; evaluation needs them")
-    if args.protocol in ("reid", "text") and not args.query_data:
-        raise UsageError(f"--protocol {args.protocol} needs --query-data (queries) besides --data")
     if args.protocol == "retrieval":
         metrics = evaluation.evaluate_retrieval(embedded.embeddings, embedded.labels).metrics
     elif args.protocol == "verification":

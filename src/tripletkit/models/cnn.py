@@ -3,7 +3,11 @@
 Its architecture is fixed so that both libraries train exactly the same network: three blocks of
 ``conv 3x3 (32 / 64 / 128 channels) → batch norm → ReLU → max-pool 2x2``, a global average pool to
 128 features, and (in :func:`~tripletkit.models.create_model`) a linear layer to a 64-d,
-L2-normalised embedding. Designed for 1×28×28 Fashion-MNIST; the pools round up (``ceil_mode``)
+L2-normalised embedding.
+
+``pool_size=s`` pools to an ``s × s`` grid instead of one average (``128·s²`` features): the
+head then sees *where* in the image a feature fired, not only that it fired. On Fashion-MNIST's
+unseen classes this matters more than any loss setting (see ``benchmarks/train_fmnist.py``). Designed for 1×28×28 Fashion-MNIST; the pools round up (``ceil_mode``)
 and the final pool is adaptive, so any size and channel count works (scikit-learn digits: 1×8×8).
 """
 
@@ -22,16 +26,27 @@ SMALL_CNN_CHANNELS: tuple[int, int, int] = (32, 64, 128)
 
 
 class SmallCNN(nn.Module):
-    """``(B, in_channels, H, W) -> (B, 128)``; three conv-BN-ReLU-maxpool blocks, global average pool.
+    """``(B, in_channels, H, W) -> (B, 128·pool_size²)``; three conv-BN-ReLU-maxpool blocks, then
+    an adaptive average pool to ``pool_size × pool_size``.
 
     >>> SmallCNN(in_channels=1)(torch.randn(2, 1, 8, 8)).shape
     torch.Size([2, 128])
+    >>> SmallCNN(in_channels=1, pool_size=3)(torch.randn(2, 1, 28, 28)).shape
+    torch.Size([2, 1152])
     """
 
-    def __init__(self, in_channels: int = 1) -> None:
+    def __init__(
+        self,
+        in_channels: int = 1,
+        pool_size: int = 1,
+        mean: float | tuple[float, ...] = 0.5,
+        std: float | tuple[float, ...] = 0.5,
+    ) -> None:
         super().__init__()
         if isinstance(in_channels, bool) or not isinstance(in_channels, int) or in_channels < 1:
             raise ValueError(f"in_channels must be a positive integer; got {in_channels!r}")
+        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+            raise ValueError(f"pool_size must be a positive integer; got {pool_size!r}")
         blocks: list[nn.Module] = []
         previous = in_channels
         for width in SMALL_CNN_CHANNELS:
@@ -45,9 +60,13 @@ class SmallCNN(nn.Module):
             ]
             previous = width
         self.blocks = nn.Sequential(*blocks)
-        self.pool = nn.AdaptiveAvgPool2d(1)
-        self.feature_dim = SMALL_CNN_CHANNELS[-1]
-        self.input_spec = ImageInputSpec(channels=in_channels, mean=(0.5,), std=(0.5,))
+        self.pool = nn.AdaptiveAvgPool2d(pool_size)
+        self.pool_size = pool_size
+        self.feature_dim = SMALL_CNN_CHANNELS[-1] * pool_size * pool_size
+        mean_t = tuple(float(m) for m in (mean if isinstance(mean, (list, tuple)) else [mean]))
+        std_t = tuple(float(s) for s in (std if isinstance(std, (list, tuple)) else [std]))
+        # The input normalisation is part of the saved model, so inference applies the same one.
+        self.input_spec = ImageInputSpec(channels=in_channels, mean=mean_t, std=std_t)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.input_spec.check(x)
@@ -55,6 +74,13 @@ class SmallCNN(nn.Module):
 
 
 @register_model(embedding_dim=64)
-def small_cnn(in_channels: int = 1) -> SmallCNN:
-    """Small 3-block CNN (32/64/128 channels) for small images such as Fashion-MNIST 1×28×28."""
-    return SmallCNN(in_channels=in_channels)
+def small_cnn(
+    in_channels: int = 1,
+    pool_size: int = 1,
+    mean: float | tuple[float, ...] = 0.5,
+    std: float | tuple[float, ...] = 0.5,
+) -> SmallCNN:
+    """Small 3-block CNN (32/64/128 channels) for small images such as Fashion-MNIST 1×28×28;
+    ``pool_size`` > 1 keeps a coarse spatial grid of the last feature map; ``mean``/``std`` the
+    input normalisation (of images scaled to [0, 1])."""
+    return SmallCNN(in_channels=in_channels, pool_size=pool_size, mean=mean, std=std)

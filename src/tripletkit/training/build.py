@@ -23,6 +23,7 @@ Data sources (``data.dataset``):
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,8 @@ class RunOutcome:
     test_before: dict[str, Any]
     test_after: dict[str, Any]
     report: Path | None
+    #: False on the other ranks of a ``torchrun`` job: only rank 0 tests, writes and reports.
+    is_main: bool = True
 
 
 def default_run_dir() -> Path:
@@ -353,7 +356,9 @@ def train(config: RunConfig, run_dir: str | Path | None = None, resume: bool = F
 
     test_file = run_dir / "test.json"
     test_before: dict[str, Any] = {}
-    if built.test is not None:
+    # Under torchrun only rank 0 measures the test set and writes the run directory's files.
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    if built.test is not None and is_main:
         if resume and test_file.exists():
             test_before = json.loads(test_file.read_text()).get("before", {})
         elif not resume:
@@ -362,6 +367,8 @@ def train(config: RunConfig, run_dir: str | Path | None = None, resume: bool = F
             atomic_write_text(test_file, json.dumps({"before": test_before}, indent=2) + "\n")
     trainer = Trainer(built.model, built.loss_fn, built.data, config, run_dir, evaluate)
     result = trainer.fit(resume=resume)
+    if not is_main:
+        return RunOutcome(result, {}, {}, None, is_main=False)
     test_after: dict[str, Any] = {}
     if built.test is not None:
         test_after = _embed_and_evaluate(built.model, built.test, evaluate)

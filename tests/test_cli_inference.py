@@ -1,0 +1,173 @@
+"""The commands that use a trained run: embed, evaluate, verify, index build/search/info.
+
+One short digits run is trained once for the module; every command's output is checked against
+numbers computed here independently (numpy brute force on the written vectors)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tripletkit.cli import main as cli_main
+from tripletkit.data.bundled import load_digits
+from tripletkit.index.vectors_file import read_vectors, write_vectors
+from tripletkit.training import resolve_config
+from tripletkit.training.build import train
+
+FAST = {
+    "data.dataset": "digits",
+    "data.p": 5,
+    "data.k": 8,
+    "train.epochs": 1,
+    "train.quiet": True,
+    "train.report": False,
+    "train.tensorboard": False,
+}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    run = tmp_path_factory.mktemp("cli") / "run"
+    train(resolve_config(overrides=FAST), run_dir=run)
+    return run
+
+
+@pytest.fixture(scope="module")
+def vectors(run_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("vectors") / "digits.parquet"
+    assert cli_main(["embed", "--model", str(run_dir), "--data", "digits", "--out", str(out)]) == 0
+    return out
+
+
+def _cosine_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return 1.0 - a.astype(np.float64) @ b.astype(np.float64).T
+
+
+def test_run_directory_has_calibrated_thresholds(run_dir):
+    calibration = json.loads((run_dir / "calibration.json").read_text())
+    assert calibration["distance"] == "cosine"
+    thresholds = calibration["thresholds"]
+    assert set(thresholds) == {repr(1e-2), repr(1e-3), repr(1e-4)}
+    for entry in thresholds.values():
+        assert 0.0 <= entry["far"] <= 1.0 and 0.0 <= entry["tar"] <= 1.0
+    # A stricter FAR never has a looser (larger) distance threshold.
+    values = [thresholds[repr(f)]["value"] for f in (1e-2, 1e-3, 1e-4)]
+    assert values[0] >= values[1] >= values[2]
+
+
+def test_embed_writes_every_item_with_its_label_and_source(vectors, run_dir):
+    written = read_vectors(vectors)
+    digits = load_digits()
+    assert written.vectors.shape == (len(digits.labels), 64)
+    np.testing.assert_array_equal(np.asarray(written.labels), digits.labels)
+    assert written.sources[:2] == ["digits[0]", "digits[1]"]
+    # L2-normalised model output.
+    np.testing.assert_allclose(np.linalg.norm(written.vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_evaluate_retrieval_matches_brute_force_precision_at_1(run_dir, vectors, tmp_path):
+    out = tmp_path / "metrics.json"
+    args = ["evaluate", "--model", str(run_dir), "--data", "digits", "--out", str(out)]
+    assert cli_main([*args, "--quiet"]) == 0
+    metrics = json.loads(out.read_text())["metrics"]
+    written = read_vectors(vectors)
+    labels = np.asarray(written.labels)
+    d = _cosine_distances(written.vectors, written.vectors)
+    np.fill_diagonal(d, np.inf)
+    p_at_1 = float(np.mean(labels[d.argmin(axis=1)] == labels))
+    assert metrics["precision_at_1"] == pytest.approx(p_at_1, abs=2.0 / len(labels))
+    assert metrics["num_queries"] == len(labels)
+
+
+def test_evaluate_verification_reports_eer_and_tar(run_dir, tmp_path):
+    out = tmp_path / "verification.json"
+    args = ["evaluate", "--model", str(run_dir), "--data", "digits", "--protocol", "verification"]
+    assert cli_main([*args, "--out", str(out), "--quiet"]) == 0
+    metrics = json.loads(out.read_text())["metrics"]
+    assert 0.0 <= metrics["eer"] <= 0.5 < metrics["auc"] <= 1.0
+    assert metrics["tar_at_far_0.01"] >= metrics["tar_at_far_0.001"]
+
+
+def test_evaluate_text_protocol_needs_queries(run_dir, capsys):
+    args = ["evaluate", "--model", str(run_dir), "--data", "digits", "--protocol", "text"]
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--query-data" in err[0]
+
+
+def _digit_png(path, index: int) -> str:
+    image = load_digits().images[index]
+    Image.fromarray(np.asarray(image).reshape(image.shape[-2:]).astype(np.uint8)).save(path)
+    return str(path)
+
+
+def test_verify_same_image_is_same_and_threshold_decides(run_dir, tmp_path, capsys):
+    a = _digit_png(tmp_path / "a.png", 0)
+    b = _digit_png(tmp_path / "b.png", 1)  # a different digit (0 then 1 in the data)
+    assert cli_main(["verify", "--model", str(run_dir), a, a]) == 0
+    assert capsys.readouterr().out.startswith("same")
+    # Below any possible cosine distance between two different images: "different", exit 3.
+    assert cli_main(["verify", "--model", str(run_dir), a, b, "--threshold", "-0.5"]) == 3
+    assert capsys.readouterr().out.startswith("different")
+    # Above the largest possible cosine distance (2): always "same".
+    assert cli_main(["verify", "--model", str(run_dir), a, b, "--threshold", "2.5"]) == 0
+
+
+def test_verify_names_the_missing_file(run_dir, tmp_path, capsys):
+    a = _digit_png(tmp_path / "a.png", 0)
+    assert cli_main(["verify", "--model", str(run_dir), a, str(tmp_path / "nope.png")]) == 2
+    assert "nope.png" in capsys.readouterr().err
+
+
+def test_index_build_search_matches_brute_force(vectors, tmp_path):
+    index_dir = tmp_path / "index"
+    assert cli_main(["index", "build", "--vectors", str(vectors), "--out", str(index_dir)]) == 0
+    assert cli_main(["index", "info", str(index_dir)]) == 0
+    written = read_vectors(vectors)
+    queries = tmp_path / "queries.parquet"
+    rng = np.random.default_rng(0)
+    query_vectors = rng.standard_normal((7, written.vectors.shape[1])).astype(np.float32)
+    write_vectors(queries, query_vectors)
+    out = tmp_path / "hits.json"
+    args = ["index", "search", "--index", str(index_dir), "--vectors", str(queries), "-k", "5"]
+    assert cli_main([*args, "--out", str(out)]) == 0
+    results = json.loads(out.read_text())["results"]
+    expected = np.argsort(_cosine_distances(query_vectors, written.vectors), axis=1, kind="stable")
+    labels = np.asarray(written.labels)
+    for row, result in zip(expected, results, strict=True):
+        ids = [hit["id"] for hit in result["hits"]]
+        np.testing.assert_array_equal(np.asarray(written.ids)[row[:5]], ids)
+        assert [hit["label"] for hit in result["hits"]] == labels[row[:5]].tolist()
+
+
+def test_index_search_needs_queries(vectors, tmp_path, capsys):
+    index_dir = tmp_path / "index"
+    assert cli_main(["index", "build", "--vectors", str(vectors), "--out", str(index_dir)]) == 0
+    assert cli_main(["index", "search", "--index", str(index_dir)]) == 2
+    assert "queries" in capsys.readouterr().err
+
+
+def test_missing_run_directory_is_one_clear_line(tmp_path, capsys):
+    args = ["embed", "--model", str(tmp_path / "none"), "--data", "digits", "--out", "x.parquet"]
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "none" in err[0]
+
+
+def test_embedding_is_what_the_model_computes(run_dir, vectors):
+    from tripletkit.models import load_model
+
+    model = load_model(run_dir / "model").eval()
+    digits = load_digits()
+    x = torch.as_tensor(np.asarray(digits.images[:16]), dtype=torch.float32) / 255.0
+    x = x.reshape(16, 1, 8, 8)
+    x = (x - 0.5) / 0.5  # the small CNN's input normalisation
+    with torch.no_grad():
+        expected = model(x).numpy()
+    np.testing.assert_allclose(read_vectors(vectors).vectors[:16], expected, atol=1e-5)

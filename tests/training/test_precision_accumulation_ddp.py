@@ -1,0 +1,164 @@
+"""Gradient accumulation (replayed by hand), bfloat16 autocast on CPU, and a 2-process torchrun."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from tripletkit.data import FeatureDataset, PKSampler
+from tripletkit.losses import BatchTripletLoss
+from tripletkit.training import TrainData, Trainer, resolve_config
+from tripletkit.training.run_log import read_metrics
+
+BASE = {
+    "data.p": 4,
+    "data.k": 4,
+    "data.batches_per_epoch": 4,
+    "train.epochs": 1,
+    "train.quiet": True,
+    "train.report": False,
+    "train.tensorboard": False,
+    "optim.lr": 0.01,
+    "optim.weight_decay": 0.0,
+    "optim.warmup_fraction": 0.0,
+    "optim.schedule": "constant",
+    "optim.grad_clip": None,
+}
+
+
+def _data() -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    labels = torch.arange(8).repeat_interleave(10)
+    return torch.randn(80, 12, generator=generator) + labels[:, None] * 0.1, labels
+
+
+def _model() -> torch.nn.Module:
+    torch.manual_seed(3)
+    return torch.nn.Sequential(torch.nn.Linear(12, 16), torch.nn.Tanh(), torch.nn.Linear(16, 6))
+
+
+def _fit(tmp_path: Path, **overrides) -> tuple[torch.nn.Module, torch.nn.Module, Path]:
+    x, y = _data()
+    model = _model()
+    initial = copy.deepcopy(model)
+    config = resolve_config(overrides={**BASE, **overrides})
+    run = tmp_path / "run"
+    Trainer(
+        model,
+        BatchTripletLoss(margin=0.5, mining="all"),
+        TrainData(FeatureDataset(x, y), FeatureDataset(x, y)),
+        config,
+        run,
+    ).fit()
+    return initial, model, run
+
+
+def test_gradient_accumulation_equals_a_hand_replay(tmp_path):
+    initial, trained, run = _fit(tmp_path, **{"train.grad_accumulation": 2})
+    steps = [r for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "step"]
+    assert len(steps) == 2  # 4 batches, 2 per optimizer step
+
+    # Replay: the same P×K batches, each micro-batch's loss / 2 accumulated, one AdamW step per pair.
+    x, y = _data()
+    sampler = PKSampler(y, 4, 4, seed=0)
+    sampler.set_epoch(0)
+    batches = list(sampler)[:4]
+    model = initial
+    loss_fn = BatchTripletLoss(margin=0.5, mining="all")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.0)
+    for first in (0, 2):
+        optimizer.zero_grad()
+        for batch in batches[first : first + 2]:
+            (loss_fn(model(x[batch]), y[batch]) / 2).backward()
+        optimizer.step()
+    for replayed, got in zip(model.parameters(), trained.parameters(), strict=True):
+        torch.testing.assert_close(got, replayed, rtol=1e-5, atol=1e-6)
+    # Accumulating is not the same as stepping on each batch: the weights differ from that.
+    _, per_batch, _ = _fit(tmp_path / "single")
+    assert any(
+        not torch.allclose(a, b, atol=1e-6)
+        for a, b in zip(per_batch.parameters(), trained.parameters(), strict=True)
+    )
+
+
+def test_bf16_autocast_on_cpu_trains_in_bfloat16_and_keeps_fp32_weights(tmp_path):
+    _, fp32_model, _ = _fit(tmp_path / "fp32")
+    _, bf16_model, run = _fit(tmp_path / "bf16", **{"train.precision": "bf16"})
+    for p in bf16_model.parameters():
+        assert p.dtype == torch.float32 and torch.isfinite(p).all()
+    # Close to the fp32 run (bfloat16 keeps 8 bits of mantissa) but not identical: autocast ran.
+    diffs = [
+        (a - b).abs().max().item()
+        for a, b in zip(fp32_model.parameters(), bf16_model.parameters(), strict=True)
+    ]
+    assert max(diffs) > 0
+    assert max(diffs) < 0.05
+    losses = [r["loss"] for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "step"]
+    assert len(losses) == 4 and all(0 <= v < 10 for v in losses)
+
+
+def test_fp16_on_cpu_is_refused_with_advice(tmp_path):
+    with pytest.raises(ValueError, match="bf16"):
+        _fit(tmp_path, **{"train.precision": "fp16", "train.device": "cpu"})
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_torchrun_two_processes_trains_with_mining_across_ranks(tmp_path):
+    """``torchrun --nproc_per_node=2 -m tripletkit train`` on CPU (gloo): one run directory, written
+    by rank 0, with each rank drawing its own P×K batches."""
+    run = tmp_path / "ddp"
+    src = str(Path(__file__).resolve().parents[2] / "src")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
+        "OMP_NUM_THREADS": "1",
+    }
+    sets = {
+        "data.dataset": "digits",
+        "data.p": 5,
+        "data.k": 4,
+        "data.batches_per_epoch": 6,
+        "train.epochs": 1,
+        "train.tensorboard": False,
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={_free_port()}",
+        "-m",
+        "tripletkit",
+        "train",
+        "--run-dir",
+        str(run),
+        "--quiet",
+        "--no-report",
+    ]
+    for key, value in sets.items():
+        command += ["--set", f"{key}={value}"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.count("run directory:") == 1  # rank 0 alone reports
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["after"]["map_at_r"] > 0
+    assert (run / "model" / "model.safetensors").is_file()
+    steps = [r for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "step"]
+    # Only rank 0 logs: one line per optimizer step, not two.
+    assert [r["step"] for r in steps] == list(range(1, 7))
+    # Mining ran over the gathered global batch: 2 ranks × P×K = 40 anchors per step.
+    assert all(r["num_selected"] > 0 for r in steps)
+    assert max(r["num_valid_triplets"] for r in steps) > 20 * 3 * 16
