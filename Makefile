@@ -8,7 +8,7 @@ setup:
 	@bash scripts/setup.sh
 
 demo: setup
-	$(PY) examples/digits_demo.py
+	$(VENV)/bin/tripletkit train configs/fashion-mnist.toml
 
 test: setup
 	$(PY) -m ruff check .
@@ -28,3 +28,4 @@ format: setup
 
 bench: setup
 	$(PY) benchmarks/losses.py
+	$(PY) benchmarks/train_fmnist.py

@@ -162,3 +162,25 @@ def test_torchrun_two_processes_trains_with_mining_across_ranks(tmp_path):
     # Mining ran over the gathered global batch: 2 ranks × P×K = 40 anchors per step.
     assert all(r["num_selected"] > 0 for r in steps)
     assert max(r["num_valid_triplets"] for r in steps) > 20 * 3 * 16
+
+
+def test_warns_when_training_ends_below_the_untrained_model(tmp_path):
+    x, y = _data()
+    scores = iter([0.9, 0.5, 0.6])  # before training, then epochs 1 and 2
+
+    def evaluate(embeddings, labels):
+        return {"map_at_r": next(scores), "precision_at_1": 0.5}
+
+    config = resolve_config(overrides={**BASE, "train.epochs": 2})
+    result = Trainer(
+        _model(),
+        BatchTripletLoss(margin=0.5, mining="all"),
+        TrainData(FeatureDataset(x, y), FeatureDataset(x, y)),
+        config,
+        tmp_path / "run",
+        evaluate,
+    ).fit()
+    assert result.best_epoch == 1
+    assert any("below the untrained model's (0.9000)" in d for d in result.diagnoses)
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["diagnoses"] == result.diagnoses

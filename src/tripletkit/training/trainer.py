@@ -592,6 +592,15 @@ class Trainer:
             progress["history"][-1] if progress["history"] else {},
         )
         self._save_model("model")
+        metric = self.config.train.early_stopping_metric
+        before_value, best_value = progress["before"].get(metric), best.get(metric)
+        if before_value is not None and best_value is not None and best_value < before_value:
+            progress["diagnoses"].append(
+                f"validation {metric} of the best epoch ({best_value:.4f}) is below the untrained "
+                f"model's ({before_value:.4f}): training did not help the held-out classes. "
+                "Try a lower optim.lr, fewer epochs, stronger augmentation or "
+                "mining='easy-positive'; model_initial/ holds the untrained model."
+            )
         summary = {
             "before": progress["before"],
             "after": best,

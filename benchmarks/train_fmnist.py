@@ -1,0 +1,317 @@
+"""Fashion-MNIST, class-disjoint: tripletkit's recipe against pytorch-metric-learning in one script.
+
+Protocol (issue 6): train on the training images of classes 0-4 (30,000), evaluate on the 5,000
+test images of classes 5-9 (never seen in training); P×K = 5×32 batches, 187 batches per epoch,
+the same number of epochs for everyone. Every row is evaluated by the same code
+(:func:`tripletkit.evaluation.retrieval_metrics`, cosine, the item itself left out).
+
+Rows:
+
+* ``raw pixels``: L2-normalised 784-d pixels, no training (the floor).
+* ``pml …``: pytorch-metric-learning 2.9 ``TripletMarginLoss`` (margin 0.2) with
+  ``TripletMarginMiner("semihard")``, with no miner (all triplets), and with ``BatchHardMiner``, on
+  the anchor CNN (3 conv blocks 32/64/128 + BN, global average pool, 64-d, L2-normalised), Adam 1e-3,
+  trained by a plain loop here, the network identical to tripletkit's ``small_cnn``.
+* ``pml all triplets, tripletkit's network``: pml's batch-all loss on the recipe's network and
+  learning rate, to separate what the network is worth from what the loss is worth.
+* ``tripletkit recipe``: ``configs/fashion-mnist.toml`` through ``tripletkit.training.build.train``
+  (the real trainer: augmentation, schedule, validation every epoch on held-out training-set
+  images of classes 5-9, the best epoch kept).
+* ``tripletkit semihard, anchor network``: tripletkit's trainer with the anchor's settings (64-d
+  global-average-pool CNN, semi-hard, Adam 1e-3, no augmentation).
+
+Also reported: seconds per epoch (training only) and the mean pairwise distance of the test
+embeddings (near 0 = collapsed, whatever the ranking metrics say).
+
+Usage::
+
+    python benchmarks/train_fmnist.py              # 5 epochs (about 15 minutes on an idle 2-core CPU)
+    python benchmarks/train_fmnist.py --quick      # 1 epoch of 20 batches: checks the script runs
+
+Writes ``benchmarks/results/train_fmnist.json`` and ``.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from harness import RESULTS_DIR, machine_info, markdown_table
+from tripletkit.data.bundled import load_fashion_mnist
+from tripletkit.data.splits import FASHION_MNIST_TRAIN_CLASSES
+from tripletkit.evaluation import retrieval_metrics
+from tripletkit.models import create_model
+from tripletkit.training import resolve_config
+from tripletkit.training.build import train
+from tripletkit.training.config import load_config_file
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPE = REPO / "configs" / "fashion-mnist.toml"
+P, K, BATCHES = 5, 32, 187
+
+
+def _arrays():
+    train_set, test_set = load_fashion_mnist("train"), load_fashion_mnist("test")
+    train_mask = np.isin(train_set.labels, FASHION_MNIST_TRAIN_CLASSES)
+    test_mask = ~np.isin(test_set.labels, FASHION_MNIST_TRAIN_CLASSES)
+
+    def as_float(images):
+        return torch.as_tensor(np.asarray(images), dtype=torch.float32).reshape(-1, 1, 28, 28) / 255
+
+    return (
+        as_float(train_set.images[train_mask]),
+        torch.as_tensor(train_set.labels[train_mask]),
+        as_float(test_set.images[test_mask]),
+        torch.as_tensor(test_set.labels[test_mask]),
+    )
+
+
+def _scores(embeddings: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    metrics = retrieval_metrics(embeddings, labels)
+    x = torch.nn.functional.normalize(embeddings.double(), dim=1)
+    sample = x[:: max(len(x) // 2000, 1)]
+    mean_distance = float(torch.cdist(sample, sample).mean())
+    return {
+        "precision_at_1": float(metrics["precision_at_1"]),
+        "r_precision": float(metrics["r_precision"]),
+        "map_at_r": float(metrics["map_at_r"]),
+        "mean_pairwise_distance": mean_distance,
+    }
+
+
+def _embed(model, x: torch.Tensor) -> torch.Tensor:
+    model.eval()
+    with torch.no_grad():
+        out = torch.cat([model(x[i : i + 1000]) for i in range(0, len(x), 1000)])
+    model.train()
+    return out
+
+
+def _pk_batches(labels: torch.Tensor, batches: int, generator: torch.Generator):
+    by_class = [torch.nonzero(labels == c).flatten() for c in torch.unique(labels).tolist()]
+    for _ in range(batches):
+        chosen = torch.randperm(len(by_class), generator=generator)[:P].tolist()
+        yield torch.cat(
+            [by_class[c][torch.randperm(len(by_class[c]), generator=generator)[:K]] for c in chosen]
+        )
+
+
+def run_pml(
+    miner: str | None,
+    epochs: int,
+    batches: int,
+    data,
+    *,
+    lr: float = 1e-3,
+    model_options: dict | None = None,
+    embedding_dim: int = 64,
+) -> dict[str, Any]:
+    from pytorch_metric_learning import losses, miners
+
+    xtr, ytr, xte, yte = data
+    torch.manual_seed(0)
+    options = dict(model_options or {})
+    model = create_model("small_cnn", embedding_dim=embedding_dim, **options)
+    spec = model.input_spec
+    mean, std = spec.mean[0], spec.std[0]
+    loss_fn = losses.TripletMarginLoss(margin=0.2)
+    mine = {
+        None: None,
+        "semihard": miners.TripletMarginMiner(margin=0.2, type_of_triplets="semihard"),
+        "batch-hard": miners.BatchHardMiner(),
+    }[miner]
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(0)
+    seconds = 0.0
+    for _ in range(epochs):
+        start = time.perf_counter()
+        for index in _pk_batches(ytr, batches, generator):
+            embeddings = model((xtr[index] - mean) / std)
+            labels = ytr[index]
+            loss = (
+                loss_fn(embeddings, labels, mine(embeddings, labels))
+                if mine
+                else loss_fn(embeddings, labels)
+            )
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        seconds += time.perf_counter() - start
+    scores = _scores(_embed(model, (xte - mean) / std), yte)
+    return {**scores, "seconds_per_epoch": seconds / epochs}
+
+
+def run_tripletkit(overrides: dict[str, Any], config_file: Path | None) -> dict[str, Any]:
+    flat = load_config_file(config_file) if config_file else {}
+    flat.update(
+        {
+            "data.dataset": "fashion-mnist",
+            "train.quiet": True,
+            "train.report": False,
+            "train.tensorboard": False,
+            **overrides,
+        }
+    )
+    config = resolve_config(overrides=flat)
+    with tempfile.TemporaryDirectory() as tmp:
+        outcome = train(config, run_dir=Path(tmp) / "run")
+        # Re-embed the test set with the kept model to measure collapse the same way as above.
+        from tripletkit.inference import embed_dataset, load_run, open_dataset
+
+        run = load_run(Path(tmp) / "run")
+        dataset, sources = open_dataset("fashion-mnist:test", run)
+        embedded = embed_dataset(run, dataset, sources)
+        scores = _scores(embedded.embeddings, torch.as_tensor(embedded.labels))
+    history = outcome.result.history
+    seconds = [h["seconds"] for h in history if "seconds" in h]
+    return {
+        **scores,
+        "seconds_per_epoch": float(np.mean(seconds)) if seconds else float("nan"),
+        "best_epoch": outcome.result.best_epoch,
+        "test_before": outcome.test_before,
+        "validation_map_at_r_per_epoch": [outcome.result.before.get("map_at_r")]
+        + [h.get("map_at_r") for h in history],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--epochs", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="1 epoch of 20 batches")
+    parser.add_argument("--only", nargs="*", help="row keys to run (default: all)")
+    args = parser.parse_args()
+    epochs, batches = (1, 20) if args.quick else (args.epochs, BATCHES)
+    torch.manual_seed(0)
+    data = _arrays()
+    recipe = load_config_file(RECIPE)
+    rows: list[tuple[str, str, Any]] = [
+        ("pixels", "raw pixels (L2-normalised 784-d)", None),
+        (
+            "pml-semihard",
+            "pml semihard miner, anchor network",
+            lambda: run_pml("semihard", epochs, batches, data),
+        ),
+        (
+            "pml-all",
+            "pml all triplets, anchor network",
+            lambda: run_pml(None, epochs, batches, data),
+        ),
+        (
+            "pml-batchhard",
+            "pml BatchHardMiner, anchor network",
+            lambda: run_pml("batch-hard", epochs, batches, data),
+        ),
+        (
+            "pml-all-recipe-network",
+            "pml all triplets, tripletkit's network and lr",
+            lambda: run_pml(
+                None,
+                epochs,
+                batches,
+                data,
+                lr=recipe["optim.lr"],
+                model_options=recipe["model.options"],
+                embedding_dim=recipe["model.embedding_dim"],
+            ),
+        ),
+        (
+            "tk-anchor",
+            "tripletkit semihard, anchor network",
+            lambda: run_tripletkit(
+                {
+                    "model.name": "small_cnn",
+                    "loss.mining": "semihard",
+                    "optim.lr": 1e-3,
+                    "data.augment": False,
+                    "data.p": P,
+                    "data.k": K,
+                    "data.batches_per_epoch": batches,
+                    "train.epochs": epochs,
+                },
+                None,
+            ),
+        ),
+        (
+            "tk-recipe",
+            "tripletkit recipe (configs/fashion-mnist.toml)",
+            lambda: run_tripletkit(
+                {"data.batches_per_epoch": batches, "train.epochs": epochs}, RECIPE
+            ),
+        ),
+    ]
+    results: dict[str, dict[str, Any]] = {}
+    for key, label, runner in rows:
+        if args.only and key not in args.only:
+            continue
+        start = time.perf_counter()
+        if runner is None:
+            xte, yte = data[2], data[3]
+            result = {**_scores(xte.flatten(1), yte), "seconds_per_epoch": 0.0}
+        else:
+            result = runner()
+        result["label"] = label
+        result["wall_s"] = time.perf_counter() - start
+        results[key] = result
+        print(
+            f"{label}: MAP@R {result['map_at_r']:.4f}  P@1 {result['precision_at_1']:.4f}  "
+            f"{result['seconds_per_epoch']:.1f} s/epoch",
+            flush=True,
+        )
+
+    pml_best = max((v["map_at_r"] for k, v in results.items() if k.startswith("pml")), default=None)
+    table = []
+    for result in results.values():
+        gap = "" if pml_best is None else f"{100 * (result['map_at_r'] - pml_best):+.1f}"
+        table.append(
+            [
+                result["label"],
+                f"{result['precision_at_1']:.3f}",
+                f"{result['r_precision']:.3f}",
+                f"{result['map_at_r']:.3f}",
+                gap,
+                f"{result['seconds_per_epoch']:.1f}",
+                f"{result['mean_pairwise_distance']:.3f}",
+            ]
+        )
+    machine = machine_info()
+    header = [
+        "",
+        "P@1",
+        "R-precision",
+        "MAP@R",
+        "MAP@R − best pml (points)",
+        "s/epoch",
+        "mean pairwise distance",
+    ]
+    summary = (
+        f"### Fashion-MNIST, train classes 0-4, test classes 5-9 ({epochs} epochs × {batches} "
+        f"batches of {P}×{K})\n\n"
+        + markdown_table(table, header)
+        + f"\n\nMeasured {machine['date']} on {machine['cpus']} CPU cores, torch {machine['torch']}, "
+        f"load average {machine['load_average'][0]:.1f} at the end (other jobs share the machine "
+        "when it is above 2). `python benchmarks/train_fmnist.py` reproduces it."
+    )
+    print(summary)
+    stem = "train_fmnist-quick" if args.quick else "train_fmnist"
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    (RESULTS_DIR / f"{stem}.json").write_text(
+        json.dumps(
+            {"machine": machine, "epochs": epochs, "batches": batches, "results": results},
+            indent=2,
+            default=str,
+        )
+    )
+    (RESULTS_DIR / f"{stem}.md").write_text(summary + "\n")
+
+
+if __name__ == "__main__":
+    main()
