@@ -236,8 +236,9 @@ def even_subset(labels: Any, limit: int, seed: int = 0) -> np.ndarray:
 
     Classes smaller than their share give their leftover share to the others.
 
-    >>> even_subset([0, 0, 0, 0, 1, 1], 4).tolist()
-    [0, 1, 4, 5]
+    >>> labels = np.array([0, 0, 0, 0, 0, 0, 1, 1])
+    >>> np.bincount(labels[even_subset(labels, 5)]).tolist()
+    [3, 2]
     """
     label_array = np.asarray(labels).ravel()
     n = label_array.shape[0]

@@ -35,6 +35,9 @@ __all__ = ["CONTENT_SECURITY_POLICY", "write_report"]
 #: The report may load nothing but its own inline images and styles.
 CONTENT_SECURITY_POLICY = "default-src 'none'; img-src data:; style-src 'unsafe-inline'"
 
+#: The false accept rates marked on the ROC (those of calibration.json).
+ROC_FARS = (1e-2, 1e-3, 1e-4)
+
 #: Losses whose margin is the triplet gap d(a, n) - d(a, p) (drawn as a bracket on the histograms).
 _TRIPLET_MARGIN_LOSSES = ("triplet", "quadruplet")
 
@@ -59,6 +62,7 @@ class _Figure:
 class _Report:
     figures: list[_Figure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    data_rows: dict[str, Any] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -184,6 +188,10 @@ def write_report(
         labels_all = np.asarray(validation.labels).astype(np.int64)
         eval_index = figure_data.even_subset(labels_all, max_eval_items, seed)
         eval_labels = labels_all[eval_index]
+        report.data_rows["validation classes"] = int(np.unique(labels_all).shape[0])
+        report.data_rows["validation items in this report"] = (
+            f"{len(eval_index):,} (per-class table), {min(len(eval_index), max_items):,} (figures)"
+        )
         initial_dir = run_dir / "model_initial"
         models = [("after training", run.model)]
         if (initial_dir / "config.json").is_file():
@@ -262,17 +270,15 @@ def _per_class(
 
 def _pair_figures(embedded, local_index, labels, distance_name, margin, max_pairs, seed):
     from tripletkit.distances import paired_distances
-    from tripletkit.evaluation import evaluate_verification, sample_verification_pairs
+    from tripletkit.evaluation import (
+        equal_error_rate,
+        roc_curve,
+        sample_verification_pairs,
+        tar_at_far,
+    )
 
-    _, sizes = np.unique(labels, return_counts=True)
-    n = int(labels.shape[0])
-    total_different = n * (n - 1) // 2 - int((sizes * (sizes - 1) // 2).sum())
-    # Drawing nearly every different pair by rejection is slow; half of them is plenty.
     first, second, same = sample_verification_pairs(
-        labels,
-        max_same=max_pairs,
-        num_different=min(max_pairs, max(total_different // 2, 1)),
-        seed=seed,
+        labels, max_same=max_pairs, num_different=max_pairs, seed=seed
     )
     if same.all() or not same.any():
         return None, {}, [], None
@@ -285,18 +291,16 @@ def _pair_figures(embedded, local_index, labels, distance_name, margin, max_pair
         a, b = points[first_t], points[second_t]
         loss_distances[name] = paired_distances(a, b, distance_name).double().numpy()
         cosine = paired_distances(a, b, "cosine").double().numpy()
-        result = evaluate_verification(same, distances=cosine)
-        rocs.append((name, result.roc, result.metrics))
+        roc = roc_curve(same, distances=cosine)
+        metrics = {"eer": equal_error_rate(roc)}
+        metrics.update({f"tar_at_far_{far:g}": tar_at_far(roc, far) for far in ROC_FARS})
+        rocs.append((name, roc, metrics))
         rows.append(
             {
                 "model": name,
-                "auc": f"{result.metrics['auc']:.4f}",
-                "eer": _percent(result.metrics["eer"]),
-                **{
-                    k.removeprefix("tar_at_far_"): _percent(v)
-                    for k, v in result.metrics.items()
-                    if k.startswith("tar_at_far_")
-                },
+                "auc": f"{roc.auc:.4f}",
+                "eer": _percent(metrics["eer"]),
+                **{f"{far:g}": _percent(metrics[f"tar_at_far_{far:g}"]) for far in ROC_FARS},
             }
         )
     everything = np.concatenate(list(loss_distances.values()))
@@ -480,8 +484,20 @@ def _render(
                     }
                 )
     data_summary = {
-        k: (", ".join(str(x) for x in v) if isinstance(v, list) else v)
+        k.replace("_", " "): (", ".join(str(x) for x in v) if isinstance(v, list) else v)
         for k, v in summary.get("data", {}).items()
+    }
+    data_summary.setdefault("skipped", summary.get("data", {}).get("skipped", 0))
+    data_summary["skipped files"] = data_summary.pop("skipped")
+    data_summary.update(report.data_rows)
+    model_config = _read_json(run_dir / "model" / "config.json")
+    model_name = model_config.get("config", {}).get("name") or config.model.name or "?"
+    if model_config.get("embedding_dim"):
+        model_name += f" ({model_config['embedding_dim']}-d)"
+    config_rows = {
+        f"{section}.{key}": json.dumps(value)
+        for section, values in config.to_dict().items()
+        for key, value in values.items()
     }
     steps = read_steps(run_dir)
     samples_per_s = [
@@ -508,7 +524,7 @@ def _render(
         generated=datetime.datetime.now().strftime("%Y-%m-%d %H:%M"),
         version=__version__,
         dataset=summary.get("data", {}).get("dataset", config.data.dataset),
-        model=config.model.name or "default for the data",
+        model=model_name,
         loss=config.loss.name,
         best_epoch=summary.get("best_epoch"),
         headline=headline,
@@ -518,7 +534,7 @@ def _render(
         verification_rows=verification_rows,
         gallery_table=gallery_table,
         per_class_rows=per_class_rows,
-        config_json=json.dumps(config.to_dict(), indent=2),
+        config_rows=config_rows,
         data_summary=data_summary,
         timings=timings,
         diagnoses=summary.get("diagnoses", []),
