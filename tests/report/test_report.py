@@ -9,6 +9,7 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from tripletkit.cli import main as cli_main
 from tripletkit.report import CONTENT_SECURITY_POLICY, write_report
@@ -118,15 +119,23 @@ def test_cli_report_rewrites_the_report(digits_run, tmp_path, capsys):
     copy = tmp_path / "run"
     shutil.copytree(digits_run, copy)
     (copy / "report.html").unlink()
-    assert cli_main(["report", str(copy)]) == 0
+    assert cli_main(["report", str(copy), "--tsne", "--tsne-items", "60"]) == 0
     assert f"report: {copy / 'report.html'}" in capsys.readouterr().out
-    assert (copy / "report.html").stat().st_size > 10_000
+    html = (copy / "report.html").read_text()
+    assert "PCA of 448 validation embeddings" in html  # every validation item of digits 5-9
+    # The t-SNE panel is drawn into the map figure (the title is inside the PNG, not the HTML).
+    assert "Right: t-SNE (keeps neighbourhoods, not distances)." in html
+    with_tsne = Image.open(copy / "report-map.png").size
+    without = Image.open(digits_run / "report-map.png").size
+    assert with_tsne[0] > 1.5 * without[0] and with_tsne[1] == without[1]
 
 
 def test_cli_report_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert cli_main(["report", str(tmp_path)]) == 1
     err = capsys.readouterr().err
     assert "not a run directory" in err and len(err.strip().splitlines()) == 1
+    assert cli_main(["report", str(tmp_path), "--max-items", "1"]) == 1
+    assert "--max-items must be at least 2" in capsys.readouterr().err
 
 
 def test_report_of_a_feature_vector_run_has_a_gallery_table(tmp_path):

@@ -16,6 +16,12 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
         help="add a t-SNE map (UMAP when umap-learn is installed) beside the PCA (slower)",
     )
     parser.add_argument(
+        "--tsne-items",
+        type=int,
+        default=1000,
+        help="items of the t-SNE map, a class-balanced subset (default 1000)",
+    )
+    parser.add_argument(
         "--max-items",
         type=int,
         default=2000,
@@ -27,8 +33,11 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_report(args: argparse.Namespace) -> int:
     from tripletkit.report import write_report
 
-    if args.max_items < 2:
-        raise ValueError(f"--max-items must be at least 2; got {args.max_items}")
-    path = write_report(args.run_dir, tsne=args.tsne, max_items=args.max_items)
+    for flag, value in (("--max-items", args.max_items), ("--tsne-items", args.tsne_items)):
+        if value < 2:
+            raise ValueError(f"{flag} must be at least 2; got {value}")
+    path = write_report(
+        args.run_dir, tsne=args.tsne, tsne_items=args.tsne_items, max_items=args.max_items
+    )
     print(f"report: {path}")
     return 0
