@@ -174,3 +174,23 @@ def test_report_of_a_feature_vector_run_has_a_gallery_table(tmp_path):
     assert len(gallery) == 1 + 8 and all(len(row) == 6 for row in gallery[1:])  # ... a table
     assert all(re.fullmatch(r"item \d+ \(\d+, d=[0-9.]+\)", cell) for cell in gallery[1][1:])
     assert json.loads((run_dir / "summary.json").read_text())["data"]["dataset"] == "vectors"
+
+
+def test_text_data_gets_its_gallery_as_a_table_of_texts():
+    from tripletkit.data import TextDataset
+    from tripletkit.report.writer import _gallery
+
+    texts = [f"{kind} number {i}" for kind in ("shoe", "hat", "bag") for i in range(4)]
+    dataset = TextDataset(texts, [t.split()[0] for t in texts])
+    labels = np.asarray(dataset.labels)
+    # Embeddings that put each text next to the others of its class.
+    embeddings = torch.nn.functional.one_hot(torch.as_tensor(labels), 3).float()
+    embeddings = embeddings + 0.01 * torch.arange(12).float()[:, None]
+    table = _gallery(None, dataset, np.arange(12), embeddings, labels, dataset.classes, seed=0)
+    assert len(table) == 8
+    for row in table:
+        assert row["query"] in texts and row["label"] == row["query"].split()[0]
+        assert len(row["hits"]) == 5 and row["query"] not in [h["text"] for h in row["hits"]]
+        # Three neighbours of its own class, then two of another.
+        assert [h["correct"] for h in row["hits"]] == [True, True, True, False, False]
+        assert all(h["label"] == h["text"].split()[0] for h in row["hits"])

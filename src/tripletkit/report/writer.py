@@ -176,9 +176,11 @@ def write_report(
     )
 
     validation = build_run(config).data.validation
-    class_names = [str(c) for c in summary.get("data", {}).get("class_names", [])] or [
-        str(c) for c in getattr(validation, "classes", None) or []
-    ]
+    # A Subset of the validation classes keeps the full dataset's label ids and names.
+    names = summary.get("data", {}).get("class_names") or getattr(validation, "classes", None)
+    if names is None:
+        names = getattr(getattr(validation, "dataset", None), "classes", None)
+    class_names = [str(c) for c in names or []]
     per_class_rows: list[figure_data.ClassRow] = []
     verification_rows: list[dict[str, str]] = []
     gallery_table: list[dict[str, Any]] = []
