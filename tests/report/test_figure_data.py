@@ -154,3 +154,13 @@ def test_gallery_queries_go_round_the_classes():
     assert labels[queries[:3]].tolist() == [0, 1, 2]
     assert np.bincount(labels[queries]).tolist() == [4, 3, 1]
     assert gallery_queries([0, 1], 8).tolist() in ([0, 1], [1, 0])
+
+
+def test_overlap_on_the_default_range_does_not_depend_on_the_distance_scale():
+    # The report bins each model over its own range, so an untrained model whose distances are
+    # all tiny is not judged by a bin width: the overlap must be invariant to scale and shift.
+    rng = np.random.default_rng(2)
+    pos, neg = rng.gamma(2.0, 0.1, 3000), rng.gamma(3.0, 0.1, 3000)
+    reference = distance_histograms(pos, neg, 50).overlap
+    assert distance_histograms(pos * 0.01, neg * 0.01, 50).overlap == pytest.approx(reference)
+    assert distance_histograms(pos + 5.0, neg + 5.0, 50).overlap == pytest.approx(reference)

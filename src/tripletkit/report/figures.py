@@ -118,7 +118,7 @@ def histograms_figure(
     margin: the triplet loss wants every negative beyond it.
     """
     figure = _figure(6.5 * len(panels), 4.0)
-    axes_list = np.atleast_1d(figure.subplots(1, len(panels), sharey=True))
+    axes_list = np.atleast_1d(figure.subplots(1, len(panels)))
     for i, (axes, (title, hist)) in enumerate(zip(axes_list, panels, strict=True)):
         width = np.diff(hist.edges)
         for values, name, colour, count in (
@@ -169,7 +169,7 @@ def histograms_figure(
         axes.set_xlabel(f"{distance_name.replace('_', ' ')} distance (embedding units)")
         axes.grid(alpha=0.3)
         axes.legend(loc="center right", fontsize=9)
-    axes_list[0].set_ylabel("pairs (% of their kind)")
+        axes.set_ylabel("pairs (% of their kind)")
     return figure
 
 

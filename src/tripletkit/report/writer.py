@@ -305,13 +305,13 @@ def _pair_figures(embedded, local_index, labels, distance_name, margin, max_pair
                 **{f"{far:g}": _percent(metrics[f"tar_at_far_{far:g}"]) for far in ROC_FARS},
             }
         )
-    everything = np.concatenate(list(loss_distances.values()))
-    value_range = (float(everything.min()), float(everything.max()))
     panels = []
     medians = []
     overlaps = {}
     for name, distances in loss_distances.items():
-        hist = figure_data.distance_histograms(distances[same], distances[~same], 50, value_range)
+        # Each model on its own range: on a shared axis an untrained model's distances fall in a
+        # bin or two, and the overlap would measure the bin width rather than the separation.
+        hist = figure_data.distance_histograms(distances[same], distances[~same], 50)
         panels.append((name.capitalize(), hist))
         medians.append(float(np.median(distances[same])))
         overlaps[name] = hist.overlap
@@ -327,8 +327,8 @@ def _pair_figures(embedded, local_index, labels, distance_name, margin, max_pair
         figures.png_bytes(figures.histograms_figure(panels, distance_name, margin, medians)),
         f"{distance_name} distances (the loss's distance) of {int(same.sum()):,} same-class and "
         f"{int((~same).sum()):,} different-class validation pairs, as a share of their kind. "
-        "The hatched area is where the histograms overlap (0: fully separated, 1: identical). "
-        + margin_text,
+        "The hatched area is where the histograms overlap (0: fully separated, 1: identical); each "
+        "model is binned over its own range of distances (50 bins). " + margin_text,
     )
     # Solid: after training, dashed: before.
     roc = _Figure(
