@@ -122,7 +122,7 @@ def test_cli_report_rewrites_the_report(digits_run, tmp_path, capsys):
     assert cli_main(["report", str(copy), "--tsne", "--tsne-items", "60"]) == 0
     assert f"report: {copy / 'report.html'}" in capsys.readouterr().out
     html = (copy / "report.html").read_text()
-    assert "PCA of 448 validation embeddings" in html  # every validation item of digits 5-9
+    assert "448 (per-class table), 448 (figures)" in html  # every validation item of digits 5-9
     # The t-SNE panel is drawn into the map figure (the title is inside the PNG, not the HTML).
     assert "Right: t-SNE (keeps neighbourhoods, not distances)." in html
     with_tsne = Image.open(copy / "report-map.png").size
