@@ -325,7 +325,7 @@ def _pair_figures(embedded, local_index, labels, distance_name, margin, max_pair
         "histograms",
         "Distance histograms: positive vs negative pairs",
         figures.png_bytes(figures.histograms_figure(panels, distance_name, margin, medians)),
-        f"{distance_name} distances (the loss's distance) of {int(same.sum()):,} same-class and "
+        f"{distance_name.replace('_', ' ').capitalize()} distances (the loss's distance) of {int(same.sum()):,} same-class and "
         f"{int((~same).sum()):,} different-class validation pairs, as a share of their kind. "
         "The hatched area is where the histograms overlap (0: fully separated, 1: identical); each "
         "model is binned over its own range of distances (50 bins). " + margin_text,
@@ -388,7 +388,10 @@ def _map_figure(after, labels, class_names, tsne, tsne_items, seed, report) -> _
         "2-D map of the validation embeddings",
         figures.png_bytes(figure),
         "Trained embeddings of validation items (classes never seen in training), coloured by "
-        "class. Left: the two directions of largest variance (PCA)." + extra,
+        "class. "
+        + ("Left: the" if extra else "The")
+        + " two directions of largest variance (PCA)."
+        + extra,
     )
 
 
