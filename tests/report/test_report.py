@@ -194,3 +194,25 @@ def test_text_data_gets_its_gallery_as_a_table_of_texts():
         # Three neighbours of its own class, then two of another.
         assert [h["correct"] for h in row["hits"]] == [True, True, True, False, False]
         assert all(h["label"] == h["text"].split()[0] for h in row["hits"])
+
+
+def test_a_run_without_the_initial_model_says_so_and_shows_after_only(digits_run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(digits_run, copy, ignore=shutil.ignore_patterns("model_initial", "report*"))
+    html = write_report(copy, max_items=200).read_text()
+    assert "no model_initial/ in the run" in html
+    assert "distance overlap, after training" in html
+    assert "distance overlap, before training" not in html
+    assert "MAP@R before training" not in html
+    assert Image.open(copy / "report-histograms.png").size[0] < 800  # one panel
+
+
+def test_a_run_without_its_model_is_refused_with_a_clear_error(digits_run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(digits_run, copy, ignore=shutil.ignore_patterns("model", "report*"))
+    with pytest.raises(FileNotFoundError, match="did the training run finish"):
+        write_report(copy)

@@ -155,6 +155,10 @@ def write_report(
             f"{str(run_dir)!r} is not a run directory (no config.json); "
             "pass the directory written by tripletkit train"
         )
+    if not (run_dir / "model" / "config.json").is_file():
+        raise FileNotFoundError(
+            f"{str(run_dir)!r} has no trained model (model/); did the training run finish?"
+        )
     run = load_run(run_dir)
     config = run.config
     summary = _read_json(run_dir / "summary.json")
