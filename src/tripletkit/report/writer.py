@@ -63,6 +63,7 @@ class _Report:
     figures: list[_Figure] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     data_rows: dict[str, Any] = field(default_factory=dict)
+    records: list[dict[str, Any]] = field(default_factory=list)  # of metrics.jsonl
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -164,10 +165,9 @@ def write_report(
     summary = _read_json(run_dir / "summary.json")
     report = _Report()
 
-    records = (
-        read_metrics(run_dir / "metrics.jsonl") if (run_dir / "metrics.jsonl").is_file() else []
-    )
-    curves = figure_data.training_curves(records)
+    if (run_dir / "metrics.jsonl").is_file():
+        report.records = read_metrics(run_dir / "metrics.jsonl")
+    curves = figure_data.training_curves(report.records)
     report.figures.append(
         _Figure(
             "curves",
@@ -508,9 +508,10 @@ def _render(
         for section, values in config.to_dict().items()
         for key, value in values.items()
     }
-    steps = read_steps(run_dir)
     samples_per_s = [
-        r["samples_per_s"] for r in steps if isinstance(r.get("samples_per_s"), (int, float))
+        r["samples_per_s"]
+        for r in report.records
+        if r.get("kind") == "step" and isinstance(r.get("samples_per_s"), (int, float))
     ]
     timings = {}
     if isinstance(summary.get("seconds"), (int, float)):
@@ -550,10 +551,3 @@ def _render(
         calibration=calibration.get("thresholds", {}),
         notes=report.notes,
     )
-
-
-def read_steps(run_dir: Path) -> list[dict[str, Any]]:
-    from tripletkit.training.run_log import read_metrics
-
-    path = run_dir / "metrics.jsonl"
-    return [r for r in read_metrics(path) if r.get("kind") == "step"] if path.is_file() else []
