@@ -18,8 +18,8 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--tsne-items",
         type=int,
-        default=1000,
-        help="items of the t-SNE map, a class-balanced subset (default 1000)",
+        default=500,
+        help="items of the t-SNE map, a class-balanced subset (default 500)",
     )
     parser.add_argument(
         "--max-items",

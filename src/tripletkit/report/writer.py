@@ -126,7 +126,7 @@ def write_report(
     max_items: int = 2_000,
     max_pairs: int = 100_000,
     tsne: bool = False,
-    tsne_items: int = 1_000,
+    tsne_items: int = 500,
     seed: int = 0,
 ) -> Path:
     """Write ``run_dir/report.html`` (and the ``report-*.png`` figures) and return its path.
@@ -373,7 +373,14 @@ def _map_figure(after, labels, class_names, tsne, tsne_items, seed, report) -> _
 
             perplexity = float(min(30.0, max(2.0, (len(local) - 1) / 3.0)))
             reduced = TSNE(
-                n_components=2, init="pca", perplexity=perplexity, random_state=seed
+                n_components=2,
+                init="pca",
+                perplexity=perplexity,
+                random_state=seed,
+                # Barnes-Hut's OpenMP loop ran 20-300x slower inside this process than alone
+                # (torch's and scikit-learn's OpenMP runtimes side by side; OMP_WAIT_POLICY=passive
+                # cured it); the exact method is plain NumPy and O(N^2), fine for a few thousand.
+                method="exact" if len(local) <= 2000 else "barnes_hut",
             ).fit_transform(x)
             method = "t-SNE"
         panels.append(
