@@ -8,8 +8,9 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
 VENV="${VENV:-.venv}"
 
-# Real data that ships as Debian packages (see README, "Data"). Missing packages are not fatal:
-# the code says which command installs them when it needs them.
+# Real data that ships as Debian packages (see README, "Data"), and Chromium for the report's
+# browser test (tests/report). Missing packages are not fatal: the code says which command installs
+# them when it needs them, and the browser test is skipped without Chromium.
 want_debs=(dataset-fashion-mnist wordnet-base chromium)
 missing=()
 if command -v dpkg-query >/dev/null 2>&1; then
@@ -17,13 +18,20 @@ if command -v dpkg-query >/dev/null 2>&1; then
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
   done
 fi
-if [ "${#missing[@]}" -gt 0 ] && [ "${TRIPLETKIT_SKIP_APT:-0}" != 1 ]; then
+if [ "${#missing[@]}" -gt 0 ] && [ "${TRIPLETKIT_SKIP_APT:-0}" != 1 ] && ! command -v apt-get >/dev/null 2>&1; then
+  echo "setup: no apt-get; skipping Debian packages ${missing[*]}"
+elif [ "${#missing[@]}" -gt 0 ] && [ "${TRIPLETKIT_SKIP_APT:-0}" != 1 ]; then
   SUDO=""
   [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo -n"
   if [ "$(id -u)" -eq 0 ] || [ -n "$SUDO" ]; then
     echo "setup: installing Debian packages: ${missing[*]}"
-    { $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}"; } \
-      >/tmp/tripletkit-apt.log 2>&1 || echo "setup: apt-get failed (see /tmp/tripletkit-apt.log); continuing without ${missing[*]}"
+    $SUDO apt-get update -qq >/tmp/tripletkit-apt.log 2>&1 || echo "setup: apt-get update failed (see /tmp/tripletkit-apt.log)"
+    # One package at a time: one that cannot be installed (e.g. no chromium for this
+    # architecture) must not keep the others out.
+    for p in "${missing[@]}"; do
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$p" >>/tmp/tripletkit-apt.log 2>&1 \
+        || echo "setup: could not install $p (see /tmp/tripletkit-apt.log); continuing without it"
+    done
   else
     echo "setup: not root; skipping Debian packages ${missing[*]}"
   fi

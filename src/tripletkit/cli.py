@@ -486,5 +486,15 @@ command("verify", "say whether two items are the same, with the score and the th
 command("index", "build, search or inspect a vector index")(_add_index_arguments)
 
 
+# ----------------------------------------------------------------------------------------------
+# report (tripletkit.report.command)
+
+from tripletkit.report.command import add_report_arguments  # noqa: E402
+
+command("report", "write report.html (curves, histograms, ROC, map, gallery) for a run directory")(
+    add_report_arguments
+)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

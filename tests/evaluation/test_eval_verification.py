@@ -169,3 +169,19 @@ def test_input_errors():
         roc_curve([2, 0], scores=[1.0, 2.0])
     with pytest.raises(ValueError, match="far must be"):
         suggest_threshold([1, 0], scores=[1.0, 2.0], far=2.0)
+
+
+def test_sampled_pairs_when_nearly_every_different_pair_is_wanted_are_quick_and_exact():
+    import time
+
+    labels = np.repeat(np.arange(5), 90)  # 450 items: 81,000 different pairs
+    start = time.perf_counter()
+    first, second, same = sample_verification_pairs(labels, num_different=1_000_000, seed=0)
+    assert time.perf_counter() - start < 5.0
+    different = set(zip(first[~same].tolist(), second[~same].tolist(), strict=True))
+    expected = {(i, j) for i in range(450) for j in range(i + 1, 450) if labels[i] != labels[j]}
+    assert different == expected
+    first, second, same = sample_verification_pairs(labels, num_different=60_000, seed=1)
+    assert (~same).sum() == 60_000 and (labels[first[~same]] != labels[second[~same]]).all()
+    codes = first[~same] * 450 + second[~same]
+    assert np.unique(codes).size == 60_000 and (np.diff(codes) > 0).all()

@@ -411,6 +411,13 @@ def evaluate_verification(
     return VerificationEvaluation(metrics, curve, lfw, thresholds)
 
 
+def _pair_codes(members: np.ndarray, others: np.ndarray, n: int) -> np.ndarray:
+    """``low * n + high`` of every pair of one item of ``members`` and one of ``others``."""
+    a = np.repeat(members.astype(np.int64), others.size)
+    b = np.tile(others.astype(np.int64), members.size)
+    return np.minimum(a, b) * n + np.maximum(a, b)
+
+
 def sample_verification_pairs(
     labels: Any,
     *,
@@ -454,6 +461,19 @@ def sample_verification_pairs(
     total_different = (n * (n - 1) // 2) - int(sum(int(s) * (int(s) - 1) // 2 for s in sizes))
     wanted = min(int(num_different), total_different)
     different = np.empty(0, dtype=np.int64)
+    if 2 * wanted >= total_different:
+        # Most of them are wanted: rejection sampling would hunt for the last few for a long time
+        # (coupon collector), so list every different pair (at most 2 * wanted) and choose.
+        everything = np.concatenate(
+            [np.empty(0, dtype=np.int64)]
+            + [
+                _pair_codes(order[start : start + size], order[start + size :], n)
+                for start, size in zip(starts, sizes, strict=True)
+            ]
+        )
+        if wanted < everything.size:
+            everything = rng.choice(everything, size=wanted, replace=False)
+        different = np.sort(everything)
     while different.size < wanted:
         draw = max(2 * (wanted - different.size), 1024)
         a = rng.integers(0, n, size=draw)
