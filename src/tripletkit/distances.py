@@ -34,6 +34,7 @@ from tripletkit.validation import check_choice, check_embeddings, check_same_dim
 
 __all__ = [
     "METRICS",
+    "UNIT_SPHERE_RANGES",
     "DistanceFn",
     "Metric",
     "paired_distances",
@@ -41,6 +42,7 @@ __all__ = [
     "pairwise_distances_unchecked",
     "pairwise_distances_vjp",
     "resolve_distance",
+    "unit_sphere_range",
 ]
 
 Metric = Literal["squared_euclidean", "euclidean", "cosine", "dot"]
@@ -262,3 +264,25 @@ def resolve_distance(distance: Metric | str | DistanceFn) -> tuple[str, Distance
         return pairwise_distances(x, y, metric)
 
     return metric, fn
+
+
+#: ``(smallest, largest)`` value of each metric between L2-normalised embeddings (the table above).
+UNIT_SPHERE_RANGES: dict[str, tuple[float, float]] = {
+    "squared_euclidean": (0.0, 4.0),
+    "euclidean": (0.0, 2.0),
+    "cosine": (0.0, 2.0),
+    "dot": (-1.0, 1.0),
+}
+
+
+def unit_sphere_range(metric: Metric | str) -> tuple[float, float]:
+    """The ``(smallest, largest)`` distance between two L2-normalised embeddings under ``metric``.
+
+    ``cosine`` has this range for any embeddings; the others only on the unit sphere. The width
+    ``largest - smallest`` bounds ``d(a, n) - d(a, p)``, so a triplet margin at or above it can never
+    be satisfied.
+
+    >>> unit_sphere_range("squared_euclidean")
+    (0.0, 4.0)
+    """
+    return UNIT_SPHERE_RANGES[check_choice(metric, METRICS, "metric")]
