@@ -122,22 +122,47 @@ _TRAIN_FLAGS = {
 def _config_epilog() -> str:
     from tripletkit.training.config import RunConfig
 
-    lines = ["every configuration key (set with --set KEY=VALUE or in a YAML/TOML file):"]
+    lines = ["every configuration key (set with --set KEY=VALUE or in a YAML/TOML/JSON file):"]
     for section, values in RunConfig().to_dict().items():
         for key, value in values.items():
             lines.append(f"  {section}.{key} = {value!r}")
     return "\n".join(lines)
 
 
-def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The configuration of a run: files, the shorthand flags and ``--set`` (train, tune-margin)."""
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.epilog = _config_epilog()
     parser.add_argument(
-        "config", nargs="*", help="YAML or TOML configuration files, merged in order"
+        "config", nargs="*", help="YAML, TOML or JSON configuration files, merged in order"
     )
     for flag, (key, help_text) in _TRAIN_FLAGS.items():
         parser.add_argument(f"--{flag.replace('_', '-')}", dest=flag, help=f"{help_text} ({key})")
     parser.add_argument("--set", action="append", metavar="KEY=VALUE", help="any configuration key")
+
+
+def _config_from_arguments(args: argparse.Namespace, overrides: dict[str, object] | None = None):
+    """The :class:`RunConfig` of ``_add_config_arguments``' arguments (flags win over files)."""
+    from tripletkit.training.config import resolve_config
+
+    overrides = dict(overrides or {})
+    for flag, (key, _) in _TRAIN_FLAGS.items():
+        value = getattr(args, flag)
+        if value is not None:
+            overrides[key] = value
+    overrides.update(_parse_sets(args.set))
+    if getattr(args, "quiet", False):
+        overrides["train.quiet"] = True
+    if getattr(args, "no_report", False):
+        overrides["train.report"] = False
+    try:
+        return resolve_config(list(args.config), overrides)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+
+
+def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_config_arguments(parser)
     parser.add_argument("--run-dir", help="where the run is written (default: runs/<date-time>)")
     parser.add_argument(
         "--resume", metavar="RUN_DIR", help="continue a killed or finished run exactly"
@@ -152,10 +177,8 @@ def _run_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from tripletkit.training.build import train
-    from tripletkit.training.config import resolve_config
 
     overrides: dict[str, object] = {}
-    files = list(args.config)
     run_dir = args.run_dir
     if args.resume:
         run_dir = args.resume
@@ -166,19 +189,7 @@ def _run_train(args: argparse.Namespace) -> int:
             )
         tree = json.loads(saved.read_text())
         overrides.update({f"{s}.{k}": v for s, section in tree.items() for k, v in section.items()})
-    for flag, (key, _) in _TRAIN_FLAGS.items():
-        value = getattr(args, flag)
-        if value is not None:
-            overrides[key] = value
-    overrides.update(_parse_sets(args.set))
-    if args.quiet:
-        overrides["train.quiet"] = True
-    if args.no_report:
-        overrides["train.report"] = False
-    try:
-        config = resolve_config(files, overrides)
-    except ValueError as err:
-        raise UsageError(str(err)) from err
+    config = _config_from_arguments(args, overrides)
     outcome = train(config, run_dir=run_dir, resume=bool(args.resume))
     if not outcome.is_main:  # another rank of a torchrun job: rank 0 prints
         return 0
@@ -495,6 +506,151 @@ command("report", "write report.html (curves, histograms, ROC, map, gallery) for
     add_report_arguments
 )
 
+
+# ----------------------------------------------------------------------------------------------
+# tune-margin / suggest-margin
+
+
+def _float_list(text: str, flag: str) -> list[float]:
+    try:
+        return [float(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise UsageError(f"{flag} expects numbers separated by commas; got {text!r}") from None
+
+
+def _add_suggest_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--target-active-fraction",
+        type=float,
+        default=0.75,
+        help="fraction of triplets the suggested margin leaves active (default 0.75)",
+    )
+    parser.add_argument(
+        "--max-items", type=int, default=2000, help="training items embedded for the suggestion"
+    )
+
+
+def _suggest(args: argparse.Namespace, config):
+    from tripletkit.tuning import suggest_margin_for_config
+
+    try:
+        return suggest_margin_for_config(
+            config, target_active_fraction=args.target_active_fraction, max_items=args.max_items
+        )
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+
+
+def _add_suggest_margin_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_config_arguments(parser)
+    _add_suggest_arguments(parser)
+    parser.add_argument("--out", help="also write the suggestion as JSON here")
+    parser.set_defaults(run=_run_suggest_margin)
+
+
+def _run_suggest_margin(args: argparse.Namespace) -> int:
+    config = _config_from_arguments(args)
+    suggestion = _suggest(args, config)
+    print(suggestion.summary())
+    print(
+        f"grid for tripletkit tune-margin: --margins {','.join(f'{m:g}' for m in suggestion.grid())}"
+    )
+    _write_json(args.out, suggestion.as_dict())
+    return 0
+
+
+def _add_tune_margin_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_config_arguments(parser)
+    parser.add_argument(
+        "--margins", help="margins to try, e.g. 0.05,0.1,0.2,0.4 (default: around the suggestion)"
+    )
+    parser.add_argument(
+        "--distances", help="distances to try, e.g. squared_euclidean,cosine (default: --distance)"
+    )
+    parser.add_argument("--trial-epochs", type=int, default=2, help="epochs of each trial run")
+    parser.add_argument("--trial-batches", type=int, help="batches per epoch of each trial run")
+    parser.add_argument(
+        "--out", help="directory for the trials and results (default: runs/margin-<date-time>)"
+    )
+    parser.add_argument(
+        "--train-best",
+        action="store_true",
+        help="then train the full run with the best margin into --out (its report shows the curve)",
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar for --train-best")
+    _add_suggest_arguments(parser)
+    parser.set_defaults(run=_run_tune_margin)
+
+
+def _run_tune_margin(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from tripletkit.tuning import check_margin_grid, tune_margin
+
+    config = _config_from_arguments(args)
+    distances = (
+        [d.strip() for d in args.distances.split(",") if d.strip()] if args.distances else None
+    )
+    margins = _float_list(args.margins, "--margins") if args.margins is not None else None
+    try:
+        if margins is not None:
+            check_margin_grid(
+                margins,
+                distances or [config.loss.distance or "squared_euclidean"],
+                normalized=config.model.normalize,
+            )
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    out = Path(args.out or Path("runs") / time.strftime("margin-%Y%m%d-%H%M%S"))
+    suggestion = _suggest(args, config)
+    print(suggestion.summary())
+    if margins is None:
+        margins = suggestion.grid()
+        print(f"margins (around the suggestion): {', '.join(f'{m:g}' for m in margins)}")
+
+    def report(trial, index, total):
+        print(trial.line(index, total), flush=True)
+
+    try:
+        tuning = tune_margin(
+            config,
+            margins,
+            distances,
+            epochs=args.trial_epochs,
+            batches_per_epoch=args.trial_batches,
+            out_dir=out,
+            suggestion=suggestion,
+            progress=report,
+        )
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    best = tuning.best
+    print(
+        f"best: margin {best.margin:g} ({best.distance}), validation MAP@R {best.score:.4f} "
+        f"[{len(tuning.trials)} trials, {tuning.seconds:.0f} s]"
+    )
+    print(f"wrote {tuning.json_path}")
+    if tuning.plot_path is not None:
+        print(f"wrote {tuning.plot_path}")
+    print(f"wrote {tuning.config_path} (train with: tripletkit train {tuning.config_path})")
+    if args.train_best:
+        from tripletkit.training.build import train
+
+        outcome = train(tuning.config, run_dir=out)
+        print(_metrics_table(outcome))
+        print(f"run directory: {outcome.result.run_dir}")
+        if outcome.report is not None:
+            print(f"report: {outcome.report}")
+    return 0
+
+
+command("suggest-margin", "propose a starting triplet margin from the untrained model's distances")(
+    _add_suggest_margin_arguments
+)
+command("tune-margin", "short training runs over a margin grid; writes the best margin's config")(
+    _add_tune_margin_arguments
+)
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -1,7 +1,7 @@
 """Training configuration: typed sections, loaded from YAML/TOML and flags, validated with names.
 
 A configuration is a :class:`RunConfig` of sections (``data``, ``model``, ``loss``, ``optim``,
-``train``). Files (YAML or TOML) and ``--set section.key=value`` style overrides are merged in that
+``train``). Files (YAML, TOML or JSON) and ``--set section.key=value`` style overrides are merged in that
 order (later wins); every key is checked against the dataclass fields, so a typo is an error that
 names the key and suggests the closest valid one, and a value of the wrong type names the key and the
 type it needs. The resolved configuration is written to the run directory as ``config.json``.
@@ -261,7 +261,8 @@ def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
-    """Read a YAML (``.yaml``/``.yml``) or TOML (``.toml``) file into flat dotted keys."""
+    """Read a YAML (``.yaml``/``.yml``), TOML (``.toml``) or JSON (``.json``, e.g. a run
+    directory's ``config.json``) file into flat dotted keys."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"config file {str(path)!r} does not exist")
@@ -270,15 +271,18 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     try:
         if suffix == ".toml":
             tree = tomllib.loads(text)
+        elif suffix == ".json":
+            tree = json.loads(text)
         elif suffix in (".yaml", ".yml"):
             import yaml
 
             tree = yaml.safe_load(text) or {}
         else:
             raise ValueError(
-                f"config file {str(path)!r}: unknown format {suffix!r}; use .yaml, .yml or .toml"
+                f"config file {str(path)!r}: unknown format {suffix!r}; use .yaml, .yml, .toml "
+                "or .json"
             )
-    except (tomllib.TOMLDecodeError, ImportError) as err:
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, ImportError) as err:
         raise ValueError(f"config file {str(path)!r} could not be read: {err}") from err
     except Exception as err:
         if err.__class__.__module__.startswith("yaml"):

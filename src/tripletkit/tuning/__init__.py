@@ -14,6 +14,7 @@ from tripletkit.tuning.suggest import (
     DEFAULT_TARGET_ACTIVE_FRACTION,
     MarginSuggestion,
     suggest_margin,
+    suggest_margin_for_config,
     suggest_margin_from_embeddings,
     triplet_gaps,
 )
@@ -26,7 +27,8 @@ __all__ = [
     "MarginTuning",
     "check_margin_grid",
     "suggest_margin",
+    "suggest_margin_for_config",
     "suggest_margin_from_embeddings",
-    "tune_margin",
     "triplet_gaps",
+    "tune_margin",
 ]

@@ -49,6 +49,7 @@ __all__ = [
     "MarginSuggestion",
     "margin_bounds",
     "suggest_margin",
+    "suggest_margin_for_config",
     "suggest_margin_from_embeddings",
     "triplet_gaps",
 ]
@@ -189,7 +190,7 @@ def triplet_gaps(
             "no valid triplet: need at least one class with two items and a second class "
             f"(got {embeddings.shape[0]} items in {np.unique(labels).size} classes)"
         )
-    dist = pairwise_distances(embeddings.detach().float().cpu(), metric=distance)
+    dist = pairwise_distances(embeddings.detach().cpu(), metric=distance)
     labels_t = torch.from_numpy(labels)
     if total <= max_triplets:
         d_ap_parts, d_an_parts = [], []
@@ -257,9 +258,7 @@ def suggest_margin_from_embeddings(
         >>> round(found.quantile_gap, 4), found.margin, found.clipped
         (2.0, 1.0, 'upper')
     """
-    if not isinstance(target_active_fraction, (int, float)) or not (
-        0 < target_active_fraction < 1
-    ):
+    if not isinstance(target_active_fraction, (int, float)) or not (0 < target_active_fraction < 1):
         raise ValueError(
             f"target_active_fraction must be a number in (0, 1); got {target_active_fraction!r}"
         )
@@ -296,7 +295,9 @@ def suggest_margin_from_embeddings(
         upper=float(upper),
         clipped=clipped,
         active_fraction=float((gaps < margin).double().mean()),
-        gap_quantiles={f"q{round(100 * q):02d}": float(v) for q, v in zip(levels, values)},
+        gap_quantiles={
+            f"q{round(100 * q):02d}": float(v) for q, v in zip(levels, values, strict=True)
+        },
         mean_positive_distance=float(d_ap.double().mean()),
         mean_negative_distance=float(d_an.double().mean()),
         num_items=int(embeddings.shape[0]),
@@ -389,4 +390,33 @@ def suggest_margin(
         target_active_fraction=target_active_fraction,
         max_triplets=max_triplets,
         seed=seed,
+    )
+
+
+def suggest_margin_for_config(
+    config: Any,
+    distance: str | None = None,
+    *,
+    target_active_fraction: float = DEFAULT_TARGET_ACTIVE_FRACTION,
+    max_items: int = 2000,
+) -> MarginSuggestion:
+    """:func:`suggest_margin` for the model and training data of a
+    :class:`~tripletkit.training.config.RunConfig`, built exactly as ``train(config)`` builds them
+    (same seed, so the same initial weights; pretrained weights where the config asks for them).
+
+    ``distance`` None takes the config's ``loss.distance`` (the triplet default when unset).
+    """
+    from tripletkit.training.build import DEFAULT_TRIPLET_RECIPE, build_run
+    from tripletkit.training.trainer import seed_everything
+
+    seed_everything(config.train.seed)
+    built = build_run(config)
+    return suggest_margin(
+        built.model,
+        built.data.train,
+        distance or config.loss.distance or DEFAULT_TRIPLET_RECIPE["distance"],
+        target_active_fraction=target_active_fraction,
+        max_items=max_items,
+        collate=built.data.collate,
+        seed=config.train.seed,
     )

@@ -331,7 +331,8 @@ def tune_margin(
 
     default_distance = config.loss.distance or DEFAULT_TRIPLET_RECIPE["distance"]
     margins, distances = check_margin_grid(
-        margins, list(distances) if distances is not None else [default_distance],
+        margins,
+        list(distances) if distances is not None else [default_distance],
         normalized=config.model.normalize,
     )
     out = Path(out_dir)
@@ -405,4 +406,3 @@ def tune_margin(
         plot = None
     write(complete=True, plot="margin_tuning.png" if plot is not None else None)
     return MarginTuning(trials, best, tuned, out, time.perf_counter() - start)
-
