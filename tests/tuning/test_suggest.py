@@ -35,7 +35,7 @@ LABELS = [0, 0, 1, 1]
 
 def test_gaps_of_the_circle_design_are_the_hand_computed_values():
     x = _two_classes_on_circle(80.0)
-    d_ap, d_an, gaps, exact = triplet_gaps(x, LABELS)
+    d_ap, _, gaps, exact = triplet_gaps(x, LABELS)
     t = math.radians(80.0)
     assert exact and gaps.shape == (8,)  # 4 anchors × 1 positive × 2 negatives
     assert torch.allclose(d_ap, torch.full((8,), 4 * math.sin(t) ** 2, dtype=torch.float64))

@@ -100,7 +100,11 @@ def test_written_config_loads_with_the_best_margin(tuned, capsys):
         ([0.1, -0.2], ["squared_euclidean"], "finite numbers >= 0; got -0.2"),
         ([float("nan")], ["cosine"], "finite numbers >= 0"),
         ([0.1, 0.1], ["cosine"], "listed twice"),
-        ([4.0], ["squared_euclidean"], r"outside the range of squared_euclidean distances, \[0, 4\]"),
+        (
+            [4.0],
+            ["squared_euclidean"],
+            r"outside the range of squared_euclidean distances, \[0, 4\]",
+        ),
         ([2.5], ["cosine"], r"outside the range of cosine distances, \[0, 2\]"),
         ([0.1], ["manhattan"], "unknown distance 'manhattan'"),
         ([0.1], [], "the distance list is empty"),
@@ -136,11 +140,9 @@ def test_losses_without_a_margin_are_refused(tmp_path):
 
 def test_cli_tune_margin_prints_each_trial_and_writes_the_config(tmp_path, capsys):
     out = tmp_path / "tuned"
-    args = ["--data", "digits", "--p", "5", "--k", "8", "--set", "train.tensorboard=false"]
-    code = cli_main(
-        ["tune-margin", *args, "--margins", "0.1,0.3", "--trial-epochs", "1"]
-        + ["--trial-batches", "2", "--out", str(out), "--max-items", "300"]
-    )
+    data = ["--data", "digits", "--p", "5", "--k", "8", "--set", "train.tensorboard=false"]
+    trials = ["--margins", "0.1,0.3", "--trial-epochs", "1", "--trial-batches", "2"]
+    code = cli_main(["tune-margin", *data, *trials, "--out", str(out), "--max-items", "300"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "suggested margin" in printed
@@ -163,17 +165,17 @@ def test_cli_tune_margin_prints_each_trial_and_writes_the_config(tmp_path, capsy
     ],
 )
 def test_cli_tune_margin_bad_grid_exits_2(margins, message, tmp_path, capsys):
-    code = cli_main(["tune-margin", "--data", "digits", f"--margins={margins}", "--out", str(tmp_path)])
+    code = cli_main(
+        ["tune-margin", "--data", "digits", f"--margins={margins}", "--out", str(tmp_path)]
+    )
     assert code == 2
     assert message in capsys.readouterr().err
 
 
 def test_cli_suggest_margin_prints_the_margin_and_a_grid(tmp_path, capsys):
     out = tmp_path / "suggestion.json"
-    code = cli_main(
-        ["suggest-margin", "--data", "digits", "--distance", "cosine", "--max-items", "300"]
-        + ["--out", str(out)]
-    )
+    data = ["--data", "digits", "--distance", "cosine", "--max-items", "300"]
+    code = cli_main(["suggest-margin", *data, "--out", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
     saved = json.loads(out.read_text())
