@@ -577,6 +577,11 @@ def _add_tune_margin_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="then train the full run with the best margin into --out (its report shows the curve)",
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="reuse the trials already finished in --out with the same configuration",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar for --train-best")
     _add_suggest_arguments(parser)
     parser.set_defaults(run=_run_tune_margin)
@@ -622,6 +627,7 @@ def _run_tune_margin(args: argparse.Namespace) -> int:
             out_dir=out,
             suggestion=suggestion,
             progress=report,
+            resume=args.resume,
         )
     except ValueError as err:
         raise UsageError(str(err)) from err

@@ -93,6 +93,33 @@ def test_written_config_loads_with_the_best_margin(tuned, capsys):
     assert "'train.epochs' must be > 0" in capsys.readouterr().err
 
 
+def test_resume_reuses_finished_trials_with_the_same_configuration(tuned):
+    config, result, out, _ = tuned
+    again = tune_margin(
+        config,
+        [0.05, 0.4],
+        ["squared_euclidean", "cosine"],
+        epochs=1,
+        batches_per_epoch=3,
+        out_dir=out,
+        progress=False,
+        resume=True,
+    )
+    assert all(t.reused for t in again.trials)
+    assert [t.score for t in again.trials] == [t.score for t in result.trials]
+    assert (again.best.margin, again.best.distance) == (result.best.margin, result.best.distance)
+    # A different configuration (another seed) is trained again, not reused.
+    other = resolve_config(overrides={**FAST, "train.seed": 1})
+    fresh = tune_margin(
+        other, [0.05], epochs=1, batches_per_epoch=3, out_dir=out, progress=False, resume=True
+    )
+    assert not fresh.trials[0].reused
+    assert (
+        json.loads((out / fresh.trials[0].run_dir / "config.json").read_text())["train"]["seed"]
+        == 1
+    )
+
+
 @pytest.mark.parametrize(
     ("margins", "distances", "message"),
     [

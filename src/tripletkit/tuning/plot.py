@@ -82,7 +82,7 @@ def plot_margin_tuning(
     axes.set_ylabel("validation MAP@R (best epoch)")
     axes.set_title("Margin tuning: short runs scored on held-out classes")
     axes.grid(True, alpha=0.3)
-    axes.legend(fontsize="small")
+    axes.legend(fontsize="small", loc="best")
     figure.tight_layout()
     path = Path(path)
     write_atomic(path, lambda temporary: figure.savefig(temporary, format="png"))

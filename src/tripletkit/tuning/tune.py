@@ -10,7 +10,7 @@ at), and writes into the output directory:
     readable while it runs.
 ``margin_tuning.png``
     validation MAP@R against the margin, one line per distance, the best trial marked (needs
-    matplotlib; skipped with a note in the JSON without it).
+    matplotlib, the ``report`` extra; without it the JSON's ``"plot"`` is null).
 ``config.json``
     the input configuration with ``loss.margin`` (and ``loss.distance``) of the best trial and the
     full number of epochs: ``tripletkit train OUT/config.json`` trains the final model with it.
@@ -35,7 +35,8 @@ Format of ``margin_tuning.json`` (``"format": "tripletkit.margin_tuning"``, ``"v
          "best_epoch": 1, "final_loss": 0.03, "seconds": 12.3,
          "diagnoses": [],                 # stall / collapse warnings from training
          "run_dir": "trials/squared_euclidean-margin-0.05",   # relative to this file
-         "error": null}
+         "error": null,
+         "reused": false}                 # true: taken from an earlier run (resume=True)
       ],
       "best": {"margin": 0.1, "distance": "squared_euclidean", "score": 0.45,
                "run_dir": "trials/squared_euclidean-margin-0.1"},   # null until a trial succeeds
@@ -61,6 +62,7 @@ from typing import Any
 
 from tripletkit.distances import METRICS, unit_sphere_range
 from tripletkit.files import atomic_write_text
+from tripletkit.training.build import DEFAULT_TRIPLET_RECIPE
 from tripletkit.training.config import RunConfig
 
 __all__ = [
@@ -91,6 +93,7 @@ class MarginTrial:
     diagnoses: list[str] = field(default_factory=list)
     run_dir: str = ""
     error: str | None = None
+    reused: bool = False
 
     def line(self, index: int, total: int) -> str:
         """The progress line printed after the trial."""
@@ -99,7 +102,10 @@ class MarginTrial:
             return f"{head}: failed: {self.error}"
         before = "" if self.score_before is None else f" (before {self.score_before:.4f})"
         warn = f"  warning: {self.diagnoses[0]}" if self.diagnoses else ""
-        return f"{head}: validation MAP@R {self.score:.4f}{before}  {self.seconds:.1f} s{warn}"
+        reused = " (finished earlier, reused)" if self.reused else ""
+        return (
+            f"{head}: validation MAP@R {self.score:.4f}{before}  {self.seconds:.1f} s{reused}{warn}"
+        )
 
 
 @dataclass
@@ -203,7 +209,8 @@ def _payload(
         "metric": SCORE_METRIC,
         "split": "validation",
         "loss": base.loss.name,
-        "mining": base.loss.mining,
+        "mining": base.loss.mining
+        or (DEFAULT_TRIPLET_RECIPE["mining"] if base.loss.name == "triplet" else None),
         "trial_epochs": epochs,
         "trial_batches_per_epoch": batches_per_epoch,
         "margins": margins,
@@ -233,6 +240,37 @@ def _best(trials: list[MarginTrial]) -> MarginTrial | None:
     return best
 
 
+def _fill_from_summary(trial: MarginTrial, summary: dict[str, Any]) -> None:
+    """Fill ``trial`` from the ``summary.json`` the trainer wrote into its run directory."""
+    after, before = summary.get("after") or {}, summary.get("before") or {}
+    score = after.get(SCORE_METRIC)
+    if not isinstance(score, (int, float)) or not math.isfinite(score):
+        raise RuntimeError(f"the trial produced no finite validation {SCORE_METRIC}: {score!r}")
+    trial.status = "ok"
+    trial.score = float(score)
+    trial.score_before = None if before.get(SCORE_METRIC) is None else float(before[SCORE_METRIC])
+    trial.validation = {
+        k: float(v)
+        for k, v in after.items()
+        if isinstance(v, (int, float)) and k not in ("epoch", "seconds")
+    }
+    trial.best_epoch = summary.get("best_epoch")
+    history = summary.get("history") or []
+    trial.final_loss = float(history[-1]["loss"]) if history and "loss" in history[-1] else None
+    trial.diagnoses = list(summary.get("diagnoses") or [])
+    trial.seconds = float(summary.get("seconds") or 0.0)
+
+
+def _finished_summary(config: RunConfig, run_dir: Path) -> dict[str, Any] | None:
+    """The summary of a finished trial in ``run_dir`` trained with exactly ``config``, else None."""
+    try:
+        saved = json.loads((run_dir / "config.json").read_text())
+        summary = json.loads((run_dir / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if saved == config.to_dict() else None
+
+
 def _run_trial(config: RunConfig, run_dir: Path, trial: MarginTrial) -> None:
     """Train ``config`` into ``run_dir`` and fill ``trial`` (build and fit as ``train()`` does,
     without its test-set evaluation, calibration and report, which a trial does not need)."""
@@ -244,22 +282,8 @@ def _run_trial(config: RunConfig, run_dir: Path, trial: MarginTrial) -> None:
     built = build_run(config)
     if built.data.validation is None:
         raise ValueError("margin tuning needs a validation set (data.val_path or held-out classes)")
-    result = Trainer(built.model, built.loss_fn, built.data, config, run_dir).fit()
-    score = result.after.get(SCORE_METRIC)
-    if score is None or not math.isfinite(score):
-        raise RuntimeError(f"the trial produced no finite validation {SCORE_METRIC}: {score!r}")
-    trial.status = "ok"
-    trial.score = float(score)
-    before = result.before.get(SCORE_METRIC)
-    trial.score_before = None if before is None else float(before)
-    trial.validation = {
-        k: float(v)
-        for k, v in result.after.items()
-        if isinstance(v, (int, float)) and k not in ("epoch", "seconds")
-    }
-    trial.best_epoch = result.best_epoch
-    trial.final_loss = float(result.history[-1]["loss"]) if result.history else None
-    trial.diagnoses = list(result.diagnoses)
+    Trainer(built.model, built.loss_fn, built.data, config, run_dir).fit()
+    _fill_from_summary(trial, json.loads((run_dir / "summary.json").read_text()))
     trial.seconds = time.perf_counter() - start
 
 
@@ -273,6 +297,7 @@ def tune_margin(
     out_dir: str | Path,
     suggestion: Any = None,
     progress: bool | Callable[[MarginTrial, int, int], None] = True,
+    resume: bool = False,
 ) -> MarginTuning:
     """Train ``config`` briefly with each margin (× distance) and keep the best by validation MAP@R.
 
@@ -290,6 +315,9 @@ def tune_margin(
         suggestion: a :class:`~tripletkit.tuning.MarginSuggestion` to record in the JSON.
         progress: True prints a line per trial to stderr; a callable gets ``(trial, index,
             total)`` after each trial instead; False is silent.
+        resume: reuse the trials already finished in ``out_dir`` with exactly the same trial
+            configuration (their ``config.json`` and ``summary.json``) instead of training them
+            again: an interrupted grid continues where it stopped.
 
     Returns:
         A :class:`MarginTuning` (``.best.margin``, ``.trials``, ``.config`` with the best margin).
@@ -327,8 +355,6 @@ def tune_margin(
         raise ValueError(
             f"batches_per_epoch must be a positive integer or None; got {batches_per_epoch!r}"
         )
-    from tripletkit.training.build import DEFAULT_TRIPLET_RECIPE
-
     default_distance = config.loss.distance or DEFAULT_TRIPLET_RECIPE["distance"]
     margins, distances = check_margin_grid(
         margins,
@@ -371,8 +397,13 @@ def tune_margin(
         if batches_per_epoch is not None:
             trial_config.data.batches_per_epoch = batches_per_epoch
         trial_start = time.perf_counter()
+        finished = _finished_summary(trial_config, out / "trials" / name) if resume else None
         try:
-            _run_trial(trial_config, out / "trials" / name, trial)
+            if finished is not None:
+                _fill_from_summary(trial, finished)
+                trial.reused = True
+            else:
+                _run_trial(trial_config, out / "trials" / name, trial)
         except KeyboardInterrupt:
             raise
         except (RuntimeError, ValueError, FloatingPointError) as err:
