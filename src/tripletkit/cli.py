@@ -567,7 +567,12 @@ def _add_tune_margin_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--distances", help="distances to try, e.g. squared_euclidean,cosine (default: --distance)"
     )
-    parser.add_argument("--trial-epochs", type=int, default=2, help="epochs of each trial run")
+    parser.add_argument(
+        "--trial-epochs",
+        type=int,
+        default=2,
+        help="epochs of each trial run (--epochs is the full run's, kept in config.json)",
+    )
     parser.add_argument("--trial-batches", type=int, help="batches per epoch of each trial run")
     parser.add_argument(
         "--out", help="directory for the trials and results (default: runs/margin-<date-time>)"
@@ -591,6 +596,7 @@ def _run_tune_margin(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
+    from tripletkit.training.build import DEFAULT_TRIPLET_RECIPE
     from tripletkit.tuning import check_margin_grid, tune_margin
 
     config = _config_from_arguments(args)
@@ -602,7 +608,7 @@ def _run_tune_margin(args: argparse.Namespace) -> int:
         if margins is not None:
             check_margin_grid(
                 margins,
-                distances or [config.loss.distance or "squared_euclidean"],
+                distances or [config.loss.distance or DEFAULT_TRIPLET_RECIPE["distance"]],
                 normalized=config.model.normalize,
             )
     except ValueError as err:

@@ -154,7 +154,8 @@ def test_grid_stays_inside_the_bounds():
     found = MarginSuggestion(
         0.6, "cosine", 0.75, 0.6, 0.01, 0.5, "upper", 0.7, {}, 0.1, 0.2, 4, 8, True, 2.0, True
     )
-    assert found.grid() == [0.15, 0.3, 0.5]
+    assert found.grid() == [0.3, 0.5]
+    assert found.grid([0.25, 0.5]) == [0.15, 0.3]
     assert "suggested margin 0.6 for cosine (clipped to the upper bound)" in found.summary()
 
 
