@@ -23,6 +23,7 @@ __all__ = [
     "embedding_map_figure",
     "gallery_figure",
     "histograms_figure",
+    "margin_tuning_figure",
     "png_bytes",
     "roc_figure",
     "training_curves_figure",
@@ -320,4 +321,69 @@ def gallery_figure(rows: Sequence[GalleryRow]) -> Figure:
     figure.suptitle(
         "Retrieval gallery: query and its 5 nearest validation items (green: same class, red: other)"
     )
+    return figure
+
+
+def margin_tuning_figure(tuning: dict) -> Figure:
+    """Validation MAP@R against the margin, one line per distance (``margin_tuning.json``).
+
+    Args:
+        tuning: the payload of ``margin_tuning.json`` (format in :mod:`tripletkit.tuning.tune`):
+            its ``trials`` (failed ones are left out), ``best`` and ``suggestion``.
+
+    The untrained model's score is a dotted line per distance, the best trial a star and the
+    suggested margin a dashed vertical line. The margin axis is logarithmic when the grid spans
+    more than a factor of 4 (grids are usually geometric).
+    """
+    figure = _figure(6.5, 5.2)
+    axes = figure.subplots()
+    done = [t for t in tuning["trials"] if t["status"] == "ok"]
+    for distance in dict.fromkeys(t["distance"] for t in tuning["trials"]):
+        points = sorted(
+            (t["margin"], t["score"], t["score_before"]) for t in done if t["distance"] == distance
+        )
+        if not points:
+            continue
+        line = axes.plot(
+            [p[0] for p in points], [p[1] for p in points], marker="o", label=distance
+        )[0]
+        befores = [p[2] for p in points if p[2] is not None]
+        if befores:
+            axes.axhline(
+                sum(befores) / len(befores),
+                color=line.get_color(),
+                ls=":",
+                label=f"{distance}: untrained model",
+            )
+    best = tuning.get("best")
+    if best is not None:
+        axes.plot(
+            [best["margin"]],
+            [best["score"]],
+            marker="*",
+            ms=16,
+            ls="none",
+            color="gold",
+            markeredgecolor="black",
+            label=f"best: margin {best['margin']:g} ({best['distance']})",
+        )
+    suggestion = tuning.get("suggestion")
+    if suggestion is not None:
+        axes.axvline(
+            suggestion["margin"],
+            color="grey",
+            ls="--",
+            label=f"suggested: {suggestion['margin']:.3g} ({suggestion['distance']})",
+        )
+    margins = sorted({t["margin"] for t in done})
+    if margins and min(margins) > 0 and max(margins) / min(margins) > 4:
+        axes.set_xscale("log")
+        axes.minorticks_off()
+    if margins:  # tick exactly the margins tried, written plainly (no 10^-1 notation)
+        axes.set_xticks(margins, [f"{m:g}" for m in margins])
+    axes.set_title("Margin tuning: short runs scored on held-out classes")
+    axes.set_xlabel("margin α (distance units)")
+    axes.set_ylabel("validation MAP@R (best epoch)")
+    axes.grid(alpha=0.3)
+    figure.legend(loc="outside lower center", ncols=2, fontsize=9)
     return figure

@@ -9,8 +9,9 @@ at), and writes into the output directory:
     the trials and the best one (format below); rewritten after every trial, so a partial grid is
     readable while it runs.
 ``margin_tuning.png``
-    validation MAP@R against the margin, one line per distance, the best trial marked (needs
-    matplotlib, the ``report`` extra; without it the JSON's ``"plot"`` is null).
+    validation MAP@R against the margin, one line per distance, the best trial marked
+    (:func:`tripletkit.report.figures.margin_tuning_figure`, which a report can draw from the
+    JSON alone).
 ``config.json``
     the input configuration with ``loss.margin`` (and ``loss.distance``) of the best trial and the
     full number of epochs: ``tripletkit train OUT/config.json`` trains the final model with it.
@@ -41,7 +42,7 @@ Format of ``margin_tuning.json`` (``"format": "tripletkit.margin_tuning"``, ``"v
       "best": {"margin": 0.1, "distance": "squared_euclidean", "score": 0.45,
                "run_dir": "trials/squared_euclidean-margin-0.1"},   # null until a trial succeeds
       "suggestion": {...} or null,        # MarginSuggestion.as_dict() when one was computed
-      "config": "config.json", "plot": "margin_tuning.png" or null,
+      "config": "config.json", "plot": "margin_tuning.png",   # both null until complete
       "seconds": 61.5, "complete": true   # false while trials remain
     }
 
@@ -61,7 +62,7 @@ from pathlib import Path
 from typing import Any
 
 from tripletkit.distances import METRICS, unit_sphere_range
-from tripletkit.files import atomic_write_text
+from tripletkit.files import atomic_write_text, write_atomic
 from tripletkit.training.build import DEFAULT_TRIPLET_RECIPE
 from tripletkit.training.config import RunConfig
 
@@ -368,7 +369,7 @@ def tune_margin(
     trials = [MarginTrial(margin=m, distance=d) for d, m in grid]
     start = time.perf_counter()
 
-    def write(complete: bool, plot: str | None = None) -> None:
+    def write(complete: bool, plot: str | None = None) -> dict[str, Any]:
         payload = _payload(
             trials,
             _best(trials),
@@ -382,7 +383,13 @@ def tune_margin(
             time.perf_counter() - start,
             complete,
         )
+        if plot is not None:  # the figure is drawn from the payload and written first
+            from tripletkit.report.figures import margin_tuning_figure, png_bytes
+
+            image = png_bytes(margin_tuning_figure(payload))
+            write_atomic(out / plot, lambda temporary: temporary.write_bytes(image))
         atomic_write_text(out / "margin_tuning.json", json.dumps(payload, indent=2) + "\n")
+        return payload
 
     for index, trial in enumerate(trials, 1):
         name = _trial_name(trial.distance, trial.margin)
@@ -428,12 +435,5 @@ def tune_margin(
     tuned.loss.distance = best.distance
     tuned.train.run_dir = None
     atomic_write_text(out / "config.json", json.dumps(tuned.to_dict(), indent=2) + "\n")
-    plot = None
-    try:
-        from tripletkit.tuning.plot import plot_margin_tuning
-
-        plot = plot_margin_tuning(trials, best, out / "margin_tuning.png", suggestion_dict)
-    except ImportError:
-        plot = None
-    write(complete=True, plot="margin_tuning.png" if plot is not None else None)
+    write(complete=True, plot="margin_tuning.png")
     return MarginTuning(trials, best, tuned, out, time.perf_counter() - start)
