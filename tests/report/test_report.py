@@ -216,3 +216,32 @@ def test_a_run_without_its_model_is_refused_with_a_clear_error(digits_run, tmp_p
     shutil.copytree(digits_run, copy, ignore=shutil.ignore_patterns("model", "report*"))
     with pytest.raises(FileNotFoundError, match="did the training run finish"):
         write_report(copy)
+
+
+def test_report_includes_the_margin_tuning_curve_when_the_run_has_one(digits_run, tmp_path):
+    import shutil
+
+    from tripletkit.report import write_report
+
+    run = tmp_path / "tuned"
+    shutil.copytree(digits_run, run)
+    trials = [
+        {
+            "distance": "squared_euclidean",
+            "margin": m,
+            "status": "ok",
+            "score": s,
+            "score_before": 0.4,
+        }
+        for m, s in ((0.1, 0.45), (0.2, 0.48), (0.4, 0.46))
+    ]
+    payload = {
+        "trials": trials,
+        "best": trials[1],
+        "suggestion": {"margin": 0.15, "distance": "squared_euclidean"},
+    }
+    (run / "margin_tuning.json").write_text(json.dumps(payload))
+    html = write_report(run).read_text()
+    assert "Margin tuning" in html
+    assert (run / "report-margin-tuning.png").stat().st_size > 1000
+    assert "Margin tuning" not in (digits_run / "report.html").read_text()

@@ -244,6 +244,18 @@ def write_report(
     else:
         report.notes.append("the run has no validation set: no histograms, ROC, map or gallery")
 
+    tuning_file = run_dir / "margin_tuning.json"
+    if tuning_file.is_file():  # written by tripletkit tune-margin --train-best next to the run
+        report.figures.append(
+            _Figure(
+                "margin-tuning",
+                "Margin tuning",
+                figures.png_bytes(figures.margin_tuning_figure(_read_json(tuning_file))),
+                "Validation MAP@R of the short trial runs of tripletkit tune-margin against the "
+                "margin (one line per distance); the star is the margin this run uses.",
+            )
+        )
+
     report.seconds["report (total)"] = time.perf_counter() - start
     html = _render(
         run_dir, config, summary, report, per_class_rows, verification_rows, gallery_table, overlaps
