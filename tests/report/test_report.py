@@ -131,10 +131,10 @@ def test_cli_report_rewrites_the_report(digits_run, tmp_path, capsys):
 
 
 def test_cli_report_of_a_folder_that_is_not_a_run(tmp_path, capsys):
-    assert cli_main(["report", str(tmp_path)]) == 1
+    assert cli_main(["report", str(tmp_path)]) == 2  # bad usage: not a run directory
     err = capsys.readouterr().err
     assert "not a run directory" in err and len(err.strip().splitlines()) == 1
-    assert cli_main(["report", str(tmp_path), "--max-items", "1"]) == 1
+    assert cli_main(["report", str(tmp_path), "--max-items", "1"]) == 2
     assert "--max-items must be at least 2" in capsys.readouterr().err
 
 

@@ -31,11 +31,12 @@ def add_report_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_report(args: argparse.Namespace) -> int:
+    from tripletkit.cli import UsageError
     from tripletkit.report import write_report
 
     for flag, value in (("--max-items", args.max_items), ("--tsne-items", args.tsne_items)):
         if value < 2:
-            raise ValueError(f"{flag} must be at least 2; got {value}")
+            raise UsageError(f"{flag} must be at least 2; got {value}")
     path = write_report(
         args.run_dir, tsne=args.tsne, tsne_items=args.tsne_items, max_items=args.max_items
     )
