@@ -483,5 +483,16 @@ command("verify", "say whether two items are the same, with the score and the th
 command("index", "build, search or inspect a vector index")(_add_index_arguments)
 
 
+def _add_mine_negatives_arguments(parser: argparse.ArgumentParser) -> None:
+    from tripletkit.cli_mine_negatives import add_arguments
+
+    add_arguments(parser)
+
+
+command("mine-negatives", "mine hard negatives for (query, positive) pairs from a corpus")(
+    _add_mine_negatives_arguments
+)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -40,7 +40,7 @@ import hashlib
 import json
 import os
 import sys
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -613,35 +613,8 @@ def write_triplets(path: str | os.PathLike[str], mined: MinedTriplets) -> Path:
 
 
 def read_triplets(path: str | os.PathLike[str]) -> dict[str, list[Any]]:
-    """Columns of a file written by :func:`write_triplets` (or any table with ``query``,
-    ``positive`` and ``negative_1..n`` columns)."""
-    return _read_table(Path(path))
+    """Columns of a file written by :func:`write_triplets` (any manifest format that
+    :func:`tripletkit.data.manifests.read_manifest` reads)."""
+    from tripletkit.data.manifests import read_manifest
 
-
-def _read_table(path: Path) -> dict[str, list[Any]]:
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {str(path)!r}")
-    if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(path).to_pydict()
-    if path.suffix == ".jsonl":
-        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-        names = list(dict.fromkeys(name for record in records for name in record))
-        return {name: [record.get(name) for record in records] for name in names}
-    if path.suffix in (".csv", ".tsv"):
-        import csv
-
-        with open(path, newline="", encoding="utf-8") as handle:
-            reader = csv.DictReader(handle, delimiter="\t" if path.suffix == ".tsv" else ",")
-            records = list(reader)
-            names = reader.fieldnames or []
-        return {name: [record[name] for record in records] for name in names}
-    raise ValueError(f"{str(path)!r}: unknown format; use one of {', '.join(_FORMATS)}")
-
-
-def _iter_negative_columns(columns: dict[str, list[Any]]) -> Iterator[str]:
-    j = 1
-    while f"negative_{j}" in columns:
-        yield f"negative_{j}"
-        j += 1
+    return read_manifest(path).columns
