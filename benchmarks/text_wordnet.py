@@ -216,7 +216,9 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--recipes", default="untuned,st-mnrl,st-triplet," + ",".join(TRIPLETKIT_RECIPES))
+    parser.add_argument(
+        "--recipes", default="untuned,st-mnrl,st-triplet," + ",".join(TRIPLETKIT_RECIPES)
+    )
     parser.add_argument("--num-train", type=int, default=8000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--results", default=str(RESULTS / "text_wordnet.json"))

@@ -127,7 +127,7 @@ def test_excludes_every_positive_of_the_query_by_text_and_id_and_the_query_itsel
         progress=False,
     )
     forbidden = {"apple", "red apple", "red apple fruit", "apple fruit"}
-    for query, negatives in zip(mined.queries, mined.negatives):
+    for query, negatives in zip(mined.queries, mined.negatives, strict=True):
         if query == "red apple fruit":
             assert not forbidden & set(negatives)
         assert query not in negatives
@@ -138,7 +138,11 @@ def test_excludes_every_positive_of_the_query_by_text_and_id_and_the_query_itsel
 def test_duplicate_corpus_texts_are_one_candidate() -> None:
     table = _angle_table()
     mined = mine_hard_negatives(
-        ["q"], ["pos"], ["c1", "c1", "pos", "c2"], TableEncoder(table), num_negatives=2,
+        ["q"],
+        ["pos"],
+        ["c1", "c1", "pos", "c2"],
+        TableEncoder(table),
+        num_negatives=2,
         progress=False,
     )
     assert mined.negatives == [["c1", "c2"]]
@@ -158,9 +162,11 @@ def test_against_brute_force_on_random_texts() -> None:
     q = unit(encoder(queries))
     c = unit(encoder(unique))
     scores = q @ c.T
-    by_pair = dict(zip(mined.pair_index.tolist(), mined.negatives))
+    by_pair = dict(zip(mined.pair_index.tolist(), mined.negatives, strict=True))
     for i in range(len(queries)):
-        excluded = {p for p, qq in zip(positives, queries) if qq == queries[i]} | {queries[i]}
+        excluded = {p for p, qq in zip(positives, queries, strict=True) if qq == queries[i]} | {
+            queries[i]
+        }
         order = sorted(range(len(unique)), key=lambda j: (-scores[i, j], j))
         eligible = [unique[j] for j in order if unique[j] not in excluded][1:40]
         expected = eligible[:3]
@@ -196,7 +202,12 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path, stop_s
     first = HashingEncoder()
     with pytest.raises(Stop):
         mine_hard_negatives(
-            queries, positives, corpus, first, cache_dir=tmp_path, on_chunk=stop_in_mining,
+            queries,
+            positives,
+            corpus,
+            first,
+            cache_dir=tmp_path,
+            on_chunk=stop_in_mining,
             **kwargs,
         )
     assert seen[-1] == (stop_stage, 1)

@@ -256,7 +256,9 @@ def _check_rank_range(rank_range: tuple[int, int]) -> tuple[int, int]:
     try:
         first, last = (int(v) for v in rank_range)
     except (TypeError, ValueError):
-        raise ValueError(f"rank_range must be two integers (first, last); got {rank_range!r}")
+        raise ValueError(
+            f"rank_range must be two integers (first, last); got {rank_range!r}"
+        ) from None
     if first < 1 or last < first:
         raise ValueError(f"rank_range must satisfy 1 <= first <= last; got {rank_range!r}")
     return first, last
@@ -271,7 +273,7 @@ def _excluded_rows(
 ) -> dict[str, set[int]]:
     """Unique-corpus rows each query text must never get as a negative."""
     excluded: dict[str, set[int]] = {}
-    for i, (query, positive) in enumerate(zip(queries, positives)):
+    for i, (query, positive) in enumerate(zip(queries, positives, strict=True)):
         rows = excluded.setdefault(query, set())
         for text in (positive, query):
             row = corpus_row_of_text.get(text)
@@ -295,7 +297,7 @@ def _select(
 ) -> list[tuple[int, float]]:
     chosen: list[tuple[int, float]] = []
     rank = 0
-    for row, score in zip(candidate_rows.tolist(), candidate_scores.tolist()):
+    for row, score in zip(candidate_rows.tolist(), candidate_scores.tolist(), strict=True):
         if row < 0 or row in excluded:
             continue
         rank += 1
@@ -347,9 +349,7 @@ def _chunk_rows(
     return {
         "pairs": np.asarray(kept_pairs, dtype=np.int64),
         "negative_rows": np.asarray(negative_rows, dtype=np.int64).reshape(-1, num_negatives),
-        "negative_scores": np.asarray(negative_scores, dtype=np.float32).reshape(
-            -1, num_negatives
-        ),
+        "negative_scores": np.asarray(negative_scores, dtype=np.float32).reshape(-1, num_negatives),
     }
 
 
@@ -448,11 +448,13 @@ def mine_hard_negatives(
     unique_corpus = list(dict.fromkeys(corpus))
     corpus_row_of_text = {text: row for row, text in enumerate(unique_corpus)}
     corpus_row_of_id = (
-        {i: corpus_row_of_text[text] for i, text in zip(corpus_ids, corpus)}
+        {i: corpus_row_of_text[text] for i, text in zip(corpus_ids, corpus, strict=True)}
         if corpus_ids is not None
         else None
     )
-    other_texts = list(dict.fromkeys(queries + [p for p in positives if p not in corpus_row_of_text]))
+    other_texts = list(
+        dict.fromkeys(queries + [p for p in positives if p not in corpus_row_of_text])
+    )
     other_row = {text: row for row, text in enumerate(other_texts)}
 
     folder: Path | None = None
@@ -503,7 +505,7 @@ def mine_hard_negatives(
     query_row_of_text = {q: row for row, q in enumerate(dict.fromkeys(queries))}
     query_row_of_pair = np.array([query_row_of_text[q] for q in queries], dtype=np.int64)
     positive_scores = np.array(
-        [float(vector_of(q) @ vector_of(p)) for q, p in zip(queries, positives)],
+        [float(vector_of(q) @ vector_of(p)) for q, p in zip(queries, positives, strict=True)],
         dtype=np.float32,
     )
     excluded_of_query = _excluded_rows(
@@ -606,7 +608,7 @@ def write_triplets(path: str | os.PathLike[str], mined: MinedTriplets) -> Path:
             with open(temporary, "w", newline="", encoding="utf-8") as handle:
                 writer = csv.writer(handle, delimiter="\t" if path.suffix == ".tsv" else ",")
                 writer.writerow(list(columns))
-                writer.writerows(zip(*columns.values()))
+                writer.writerows(zip(*columns.values(), strict=True))
 
         write_atomic(path, write)
     return path

@@ -113,7 +113,7 @@ def _mine(
     finally:
         model.train(was_training)
     negatives: list[list[str] | None] = [None] * len(queries)
-    for pair, row in zip(mined.pair_index.tolist(), mined.negatives):
+    for pair, row in zip(mined.pair_index.tolist(), mined.negatives, strict=True):
         negatives[pair] = row
     return negatives, mined.dropped_pairs
 
