@@ -117,7 +117,9 @@ def _st_train(task: WordNetRetrievalTask, loss_name: str) -> tuple[Any, float]:
 # tripletkit recipes ----------------------------------------------------------------------------
 
 
-def _tripletkit_train(task: WordNetRetrievalTask, options: dict[str, Any]) -> tuple[Any, float]:
+def _tripletkit_train(
+    task: WordNetRetrievalTask, options: dict[str, Any]
+) -> tuple[Any, float, Any]:
     from tripletkit.training.text_pairs import train_text_pairs
 
     model = create_model("text_encoder")

@@ -74,8 +74,16 @@ def _text_column(columns: dict[str, list[Any]], name: str, path: str, option: st
     return list(values)
 
 
+#: Other names of the bundled text model.
+_ALIASES = {
+    "all-minilm-l6-v2": "text_encoder",
+    "sentence-transformers/all-minilm-l6-v2": "text_encoder",
+}
+
+
 def load_encoder(spec: str) -> Any:
-    """A run or model directory, or a registered model name (e.g. ``text_encoder``)."""
+    """A run or model directory, or a registered model name (``text_encoder``, also called
+    ``all-MiniLM-L6-v2``: the bundled model)."""
     from tripletkit.models import create_model, list_models
 
     if Path(spec).exists():
@@ -85,6 +93,7 @@ def load_encoder(spec: str) -> Any:
         if run.kind != "text":
             raise ValueError(f"--model {spec!r} is not a text model; mining needs a text encoder")
         return run.model
+    spec = _ALIASES.get(spec.lower(), spec)
     if spec in list_models():
         model = create_model(spec)
         if type(getattr(model, "input_spec", None)).__name__ != "TextInputSpec":
@@ -92,7 +101,7 @@ def load_encoder(spec: str) -> Any:
         return model
     raise FileNotFoundError(
         f"--model {spec!r}: no such run or model directory, and not a registered model name "
-        "(text models: text_encoder)"
+        "(text models: text_encoder = all-MiniLM-L6-v2)"
     )
 
 
