@@ -265,10 +265,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num-train", type=int, default=8000)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--results", default=str(RESULTS / "text_wordnet.json"))
+    parser.add_argument(
+        "--markdown-only", action="store_true", help="rebuild the .md from the JSON and stop"
+    )
     args = parser.parse_args(argv)
+    results_path = Path(args.results)
+    if args.markdown_only:
+        write_markdown(json.loads(results_path.read_text()), results_path.with_suffix(".md"))
+        return
     torch.set_num_threads(args.threads)
     task = wordnet_retrieval_task(args.num_train)
-    results_path = Path(args.results)
     results: dict[str, Any] = (
         json.loads(results_path.read_text()) if results_path.is_file() else {"recipes": {}}
     )
