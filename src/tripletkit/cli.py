@@ -664,5 +664,17 @@ command("tune-margin", "short training runs over a margin grid; writes the best 
     _add_tune_margin_arguments
 )
 
+
+def _add_mine_negatives_arguments(parser: argparse.ArgumentParser) -> None:
+    from tripletkit.cli_mine_negatives import add_arguments
+
+    add_arguments(parser)
+
+
+command("mine-negatives", "mine hard negatives for (query, positive) pairs from a corpus")(
+    _add_mine_negatives_arguments
+)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

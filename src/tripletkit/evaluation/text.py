@@ -23,15 +23,18 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
-from tripletkit.distances import Metric
+from tripletkit.distances import METRICS, Metric, pairwise_distances_unchecked
 from tripletkit.evaluation.search import DEFAULT_TILE_BYTES, as_embeddings, iter_knn
-from tripletkit.validation import check_same_dim
+from tripletkit.validation import check_choice, check_same_dim
 
 __all__ = [
     "DEFAULT_TEXT_KS",
     "TextRetrievalEvaluation",
     "evaluate_text_retrieval",
+    "rank_metrics",
+    "rank_of_correct",
     "text_ranking_metrics",
 ]
 
@@ -177,3 +180,74 @@ def evaluate_text_retrieval(
             for offset, ranked in enumerate(indices):
                 rankings[wanted[start + offset]] = [document_ids[i] for i in ranked]
     return text_ranking_metrics(rankings, qrels, ks)
+
+
+def rank_of_correct(
+    query_embeddings: Any,
+    corpus_embeddings: Any,
+    targets: Any,
+    *,
+    distance: Metric | str = "cosine",
+    tile_bytes: int = DEFAULT_TILE_BYTES,
+) -> np.ndarray:
+    """The rank of each query's one correct corpus item: ``1 +`` the number of corpus items
+    strictly closer to the query than the correct one.
+
+    Ties count in the query's favour (an item at exactly the correct item's distance does not push
+    it down), so the rank does not depend on corpus order; de-duplicate the corpus first when
+    identical items must not count twice (as the WordNet protocol does).
+
+    Args:
+        query_embeddings: ``(Q, D)`` float; corpus_embeddings: ``(C, D)`` float.
+        targets: ``(Q,)`` int, the corpus row of each query's correct item.
+        distance: one of ``tripletkit.distances.METRICS``.
+        tile_bytes: memory for one block of the ``(Q, C)`` distances.
+
+    Returns:
+        ``(Q,)`` int64 ranks in ``[1, C]``.
+
+    >>> import torch
+    >>> q = torch.tensor([[1.0, 0.0]])
+    >>> corpus = torch.tensor([[0.0, 1.0], [1.0, 1.0], [1.0, 1.0], [1.0, 0.0]])
+    >>> rank_of_correct(q, corpus, [1]).tolist(), rank_of_correct(q, corpus, [0]).tolist()
+    ([2], [4])
+    """
+    check_choice(distance, METRICS, "distance")
+    queries = as_embeddings(query_embeddings, "query_embeddings")
+    corpus = as_embeddings(corpus_embeddings, "corpus_embeddings")
+    check_same_dim(queries, corpus, "query_embeddings", "corpus_embeddings")
+    targets = np.asarray(targets)
+    if targets.shape != (queries.shape[0],) or not np.issubdtype(targets.dtype, np.integer):
+        raise ValueError(
+            f"targets has shape {targets.shape} and dtype {targets.dtype}; expected "
+            f"({queries.shape[0]},) integer corpus rows, one per query"
+        )
+    if targets.size and (targets.min() < 0 or targets.max() >= corpus.shape[0]):
+        raise ValueError(f"targets must be corpus rows in [0, {corpus.shape[0] - 1}]")
+    ranks = np.empty(queries.shape[0], dtype=np.int64)
+    block = max(1, tile_bytes // max(1, 8 * corpus.shape[0]))
+    target_tensor = torch.from_numpy(targets.astype(np.int64))
+    with torch.no_grad():
+        for start in range(0, queries.shape[0], block):
+            stop = min(start + block, queries.shape[0])
+            distances = pairwise_distances_unchecked(queries[start:stop], corpus, distance)
+            correct = distances.gather(1, target_tensor[start:stop, None].to(distances.device))
+            closer = (distances < correct).sum(dim=1)
+            ranks[start:stop] = closer.cpu().numpy() + 1
+    return ranks
+
+
+def rank_metrics(ranks: Any, ks: Iterable[int] = (1, 10)) -> dict[str, float]:
+    """Recall@k (the fraction of ranks <= k) and MRR@10 (mean of ``1 / rank`` for ranks <= 10,
+    else 0) of one-correct-item retrieval.
+
+    >>> rank_metrics([1, 2, 11, 4], ks=[1, 10])
+    {'recall_at_1': 0.25, 'recall_at_10': 0.75, 'mrr_at_10': 0.4375}
+    """
+    ks = _check_ks(ks)
+    ranks = np.asarray(ranks)
+    if ranks.ndim != 1 or ranks.size == 0 or (ranks < 1).any():
+        raise ValueError("ranks must be a non-empty 1-D array of integers >= 1")
+    metrics = {f"recall_at_{k}": float((ranks <= k).mean()) for k in ks}
+    metrics["mrr_at_10"] = float(np.where(ranks <= 10, 1.0 / ranks, 0.0).mean())
+    return metrics

@@ -6,6 +6,9 @@
   that any batch loss mines against (XBM).
 * :mod:`~tripletkit.mining.distributed`: :func:`gather_batch` / :func:`gather_with_grad`, so that
   mining under ``torch.distributed`` sees the global batch.
+* :mod:`~tripletkit.mining.negatives`: ``mine_hard_negatives``, offline hard negatives for
+  (query, positive) text pairs from a corpus through the vector index, with false-negative guards
+  and resumable chunks (import it from there: it needs the ``index`` extra).
 """
 
 from tripletkit.mining.distributed import GatheredBatch, gather_batch, gather_with_grad

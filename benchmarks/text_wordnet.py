@@ -1,0 +1,299 @@
+"""WordNet definition → lemmas retrieval: all-MiniLM-L6-v2 untuned, fine-tuned with tripletkit's
+recipes, and fine-tuned with sentence-transformers' own trainer on the same data.
+
+The protocol is fixed (:mod:`tripletkit.data.wordnet_retrieval`): 2,000 test definitions against
+a de-duplicated corpus of 21,149 lemma lists, T training pairs from disjoint synsets, Recall@1,
+Recall@10 and MRR@10 with rank = 1 + the number of corpus texts scoring strictly higher.
+
+Each recipe is run in a process of its own (``--recipes a,b``) and merged into the JSON results,
+from which the Markdown table is rebuilt, so recipes can be run one at a time on a shared machine::
+
+    PYTHONPATH=src nice -n 10 python benchmarks/text_wordnet.py --recipes untuned,st-mnrl
+
+Training seconds are wall-clock seconds of the training call (for tripletkit, mining and
+re-mining included; model loading and the final evaluation excluded).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from tripletkit.data.wordnet_retrieval import WordNetRetrievalTask, wordnet_retrieval_task
+from tripletkit.evaluation.text import rank_metrics, rank_of_correct
+from tripletkit.files import atomic_write_text
+from tripletkit.models import create_model
+from tripletkit.models.text import bundled_text_model_path, embed_texts
+
+RESULTS = Path(__file__).parent / "results"
+
+# The shared settings of the published comparison.
+EPOCHS = 1
+BATCH_SIZE = 32
+LR = 2e-5
+WARMUP = 0.1
+SEED = 0
+
+
+def evaluate(encode: Callable[[list[str]], Any], task: WordNetRetrievalTask) -> dict[str, float]:
+    """The protocol's metrics for an encoder ``list[str] -> (N, D)``."""
+    queries = torch.as_tensor(np.asarray(encode(task.test_queries)), dtype=torch.float32)
+    corpus = torch.as_tensor(np.asarray(encode(task.corpus)), dtype=torch.float32)
+    ranks = rank_of_correct(queries, corpus, task.test_targets)
+    return rank_metrics(ranks, ks=(1, 10))
+
+
+def tripletkit_encoder(model: torch.nn.Module) -> Callable[[list[str]], Any]:
+    return lambda texts: embed_texts(model, texts, batch_size=128)
+
+
+#: (recipe, R@1, R@10, MRR@10, training seconds) as published with the protocol.
+PUBLISHED = [
+    ("untuned all-MiniLM-L6-v2", 0.213, 0.443, 0.284, "—"),
+    ("sentence-transformers MultipleNegativesRankingLoss", 0.241, 0.481, 0.315, "294"),
+    (
+        "sentence-transformers TripletLoss (cosine, margin 0.3, random negatives)",
+        0.218,
+        0.430,
+        0.286,
+        "449",
+    ),
+    ("sentence-transformers MNRL + 1 mined hard negative", 0.245, 0.457, 0.312, "—"),
+]
+
+
+# sentence-transformers' own training ---------------------------------------------------------
+
+
+def _st_train(task: WordNetRetrievalTask, loss_name: str) -> tuple[Any, float]:
+    from datasets import Dataset
+    from sentence_transformers import (
+        SentenceTransformer,
+        SentenceTransformerTrainer,
+        SentenceTransformerTrainingArguments,
+        losses,
+    )
+
+    model = SentenceTransformer(str(bundled_text_model_path()), device="cpu")
+    columns: dict[str, list[str]] = {
+        "anchor": list(task.train_queries),
+        "positive": list(task.train_documents),
+    }
+    if loss_name == "triplet":
+        # Random negatives: another training pair's document.
+        rng = random.Random(SEED)
+        n = len(task.train_documents)
+        negatives = []
+        for i in range(n):
+            j = rng.randrange(n - 1)
+            negatives.append(task.train_documents[j + (j >= i)])
+        columns["negative"] = negatives
+        loss = losses.TripletLoss(
+            model, distance_metric=losses.TripletDistanceMetric.COSINE, triplet_margin=0.3
+        )
+    else:
+        loss = losses.MultipleNegativesRankingLoss(model)
+    args = SentenceTransformerTrainingArguments(
+        output_dir=str(Path("/tmp") / f"st-{loss_name}"),
+        num_train_epochs=EPOCHS,
+        per_device_train_batch_size=BATCH_SIZE,
+        learning_rate=LR,
+        warmup_ratio=WARMUP,
+        seed=SEED,
+        save_strategy="no",
+        report_to="none",
+        logging_steps=50,
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    trainer = SentenceTransformerTrainer(
+        model=model, args=args, train_dataset=Dataset.from_dict(columns), loss=loss
+    )
+    start = time.perf_counter()
+    trainer.train()
+    seconds = time.perf_counter() - start
+
+    def encode(texts: list[str]) -> Any:
+        return model.encode(texts, batch_size=128, normalize_embeddings=True)
+
+    return encode, seconds
+
+
+# tripletkit recipes ----------------------------------------------------------------------------
+
+
+def _tripletkit_train(
+    task: WordNetRetrievalTask, options: dict[str, Any]
+) -> tuple[Any, float, Any]:
+    from tripletkit.training.text_pairs import train_text_pairs
+
+    model = create_model("text_encoder")
+    result = train_text_pairs(
+        model,
+        task.train_queries,
+        task.train_documents,
+        corpus=task.train_documents,
+        progress=False,
+        on_step=_log_step,
+        **options,
+    )
+    return tripletkit_encoder(model), result.seconds, result
+
+
+def _log_step(step: int, loss: float) -> None:
+    if step % 25 == 0:
+        print(f"step {step} loss {loss:.4f}", file=sys.stderr, flush=True)
+
+
+_SHARED = {"epochs": EPOCHS, "batch_size": BATCH_SIZE, "lr": LR, "warmup_fraction": WARMUP}
+
+#: name → (description, options of train_text_pairs). Mining always uses the training documents
+#: as the corpus (never test or distractor synsets).
+TRIPLETKIT_RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
+    "tk-triplet-hn-remine": (
+        "tripletkit triplet loss (cosine, margin 0.3, batch-all over the in-batch and 1 mined "
+        "hard negative per query), re-mined at half epoch, lr 5e-5",
+        {**_SHARED, "lr": 5e-5, "loss": "triplet", "margin": 0.3, "remine_every": 0.5},
+    ),
+    "tk-mnrl-hn-remine": (
+        "tripletkit MNRL/InfoNCE (τ 0.05, symmetric) + 1 mined hard negative, re-mined at half "
+        "epoch, lr 1e-4",
+        {**_SHARED, "lr": 1e-4, "loss": "mnrl", "symmetric": True, "remine_every": 0.5},
+    ),
+    "tk-mnrl-hn": (
+        "tripletkit MNRL/InfoNCE (τ 0.05) + 1 mined hard negative (mined once)",
+        {**_SHARED, "loss": "mnrl"},
+    ),
+}
+
+
+def run_recipe(name: str, task: WordNetRetrievalTask) -> dict[str, Any]:
+    record: dict[str, Any] = {"recipe": name}
+    extra: dict[str, Any] = {}
+    if name == "untuned":
+        model = create_model("text_encoder")
+        encode, seconds = tripletkit_encoder(model), 0.0
+        record["description"] = "all-MiniLM-L6-v2, no training"
+    elif name == "st-mnrl":
+        cpu_start = time.process_time()
+        encode, seconds = _st_train(task, "mnrl")
+        record["train_cpu_seconds"] = round(time.process_time() - cpu_start, 1)
+        record["description"] = "sentence-transformers 6.2 MultipleNegativesRankingLoss (scale 20)"
+    elif name == "st-triplet":
+        cpu_start = time.process_time()
+        encode, seconds = _st_train(task, "triplet")
+        record["train_cpu_seconds"] = round(time.process_time() - cpu_start, 1)
+        record["description"] = (
+            "sentence-transformers 6.2 TripletLoss (cosine, margin 0.3, random negatives)"
+        )
+    elif name in TRIPLETKIT_RECIPES:
+        description, options = TRIPLETKIT_RECIPES[name]
+        cpu_start = time.process_time()
+        encode, seconds, result = _tripletkit_train(task, options)
+        record["train_cpu_seconds"] = round(time.process_time() - cpu_start, 1)
+        record["description"] = description
+        record["options"] = {k: v for k, v in options.items()}
+        extra = {"mining_seconds": round(result.mining_seconds, 1), "steps": result.steps}
+    else:
+        known = ["untuned", "st-mnrl", "st-triplet", *TRIPLETKIT_RECIPES]
+        raise SystemExit(f"unknown recipe {name!r}; known: {', '.join(known)}")
+    start = time.perf_counter()
+    metrics = evaluate(encode, task)
+    record.update({k: round(v, 4) for k, v in metrics.items()})
+    record["train_seconds"] = round(seconds, 1)
+    record["eval_seconds"] = round(time.perf_counter() - start, 1)
+    record.update(extra)
+    return record
+
+
+def write_markdown(results: dict[str, Any], path: Path) -> None:
+    lines = [
+        "# WordNet definition → lemmas retrieval (all-MiniLM-L6-v2)",
+        "",
+        "Protocol: `tripletkit.data.wordnet_retrieval` (2,000 test queries, de-duplicated corpus of "
+        f"{results.get('corpus_size', '?')} texts, T = {results.get('num_train', '?')} training "
+        "pairs, 1 epoch, batch 32, lr 2e-5, 10% warm-up unless the recipe says otherwise). "
+        "Rank = 1 + corpus texts scoring strictly higher. Made by `benchmarks/text_wordnet.py`.",
+        "",
+        f"Machine: {results.get('machine', '?')}. Training seconds are wall-clock (and process "
+        "CPU seconds, all threads, where recorded) on a CPU shared with other jobs: compare them "
+        "only roughly.",
+        "",
+        "| recipe | R@1 | R@10 | MRR@10 | training s | training CPU s | description |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for record in results["recipes"].values():
+        cpu = record.get("train_cpu_seconds")
+        lines.append(
+            f"| {record['recipe']} | {record['recall_at_1']:.3f} | {record['recall_at_10']:.3f} "
+            f"| {record['mrr_at_10']:.3f} | {record['train_seconds']:.0f} | "
+            f"{'—' if cpu is None else f'{cpu:.0f}'} | {record['description']} |"
+        )
+    lines += [
+        "",
+        "Reference figures published with the protocol (issue 8; same protocol, T = 8,000, "
+        "1 epoch, batch 32, lr 2e-5, 10% warm-up, another CPU machine):",
+        "",
+        "| recipe | R@1 | R@10 | MRR@10 | training s |",
+        "|---|---:|---:|---:|---:|",
+        *(
+            f"| {name} | {r1:.3f} | {r10:.3f} | {mrr:.3f} | {secs} |"
+            for name, r1, r10, mrr, secs in PUBLISHED
+        ),
+    ]
+    notes = results.get("notes")
+    if notes:
+        lines += ["", *notes]
+    atomic_write_text(path, "\n".join(lines) + "\n")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--recipes", default="untuned,st-mnrl,st-triplet," + ",".join(TRIPLETKIT_RECIPES)
+    )
+    parser.add_argument("--num-train", type=int, default=8000)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--results", default=str(RESULTS / "text_wordnet.json"))
+    parser.add_argument(
+        "--markdown-only", action="store_true", help="rebuild the .md from the JSON and stop"
+    )
+    args = parser.parse_args(argv)
+    results_path = Path(args.results)
+    if args.markdown_only:
+        write_markdown(json.loads(results_path.read_text()), results_path.with_suffix(".md"))
+        return
+    torch.set_num_threads(args.threads)
+    task = wordnet_retrieval_task(args.num_train)
+    results: dict[str, Any] = (
+        json.loads(results_path.read_text()) if results_path.is_file() else {"recipes": {}}
+    )
+    results.update(
+        num_train=args.num_train,
+        corpus_size=len(task.corpus),
+        machine=f"{platform.machine()}, torch {torch.__version__}, {args.threads} threads",
+    )
+    for name in [r for r in args.recipes.split(",") if r]:
+        print(f"== {name}", file=sys.stderr, flush=True)
+        record = run_recipe(name, task)
+        print(json.dumps(record), flush=True)
+        # Re-read: another process may have added recipes meanwhile.
+        if results_path.is_file():
+            results["recipes"] = json.loads(results_path.read_text()).get("recipes", {})
+        results["recipes"][name] = record
+        atomic_write_text(results_path, json.dumps(results, indent=2) + "\n")
+        write_markdown(results, results_path.with_suffix(".md"))
+
+
+if __name__ == "__main__":
+    main()

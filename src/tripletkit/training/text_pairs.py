@@ -1,0 +1,339 @@
+"""Fine-tuning a text encoder on (query, positive) pairs with mined hard negatives.
+
+The loop for retrieval data (RAG: query = anchor, relevant chunk = positive), where pairs rather
+than class labels say what belongs together. Each step embeds a batch of B queries, their B
+positives and their ``num_negatives`` mined hard negatives each, and applies one of:
+
+* ``loss="triplet"``: :class:`~tripletkit.losses.BatchTripletLoss` with the queries as anchors and
+  every positive and negative of the batch as references (labels by text, so a query's own
+  positive is its only positive and everything else is a negative): ``[d(q, p) - d(q, n) + α]+``
+  over in-batch *and* mined negatives, selected by ``triplet_mining`` (``"all"``: every violating
+  triplet, the default);
+* ``loss="mnrl"``: :class:`~tripletkit.losses.MultipleNegativesRankingLoss` (InfoNCE with
+  in-batch negatives plus the mined ones).
+
+**Hard negatives** come from :func:`tripletkit.mining.negatives.mine_hard_negatives` against
+``corpus`` with the model being trained; since the embedding moves, they go stale, and
+``remine_every`` (in epochs, e.g. ``0.5``) mines them again with the current weights. A pair for
+which no eligible negative is found trains with in-batch negatives only.
+
+The learning rate follows :func:`tripletkit.training.schedule.lr_factor` (linear warm-up, then
+linear decay by default, as sentence-transformers), with AdamW and gradient clipping.
+
+Example:
+    >>> import torch
+    >>> class BagOfLetters(torch.nn.Module):   # a toy text model
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.proj = torch.nn.Linear(26, 8)
+    ...     def forward(self, texts):
+    ...         counts = torch.zeros(len(texts), 26)
+    ...         for i, t in enumerate(texts):
+    ...             for c in t:
+    ...                 if c.isalpha() and c.isascii():
+    ...                     counts[i, ord(c.lower()) - 97] += 1
+    ...         return torch.nn.functional.normalize(self.proj(counts), dim=1)
+    >>> model = BagOfLetters()
+    >>> result = train_text_pairs(model, ["a cat", "a dog"], ["cat", "dog"], corpus=["cow", "cap"],
+    ...                           batch_size=2, epochs=2, lr=1e-2, progress=False)
+    >>> result.steps, len(result.losses)
+    (2, 2)
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from tripletkit.losses import BatchTripletLoss, MultipleNegativesRankingLoss
+from tripletkit.training.schedule import lr_factor
+from tripletkit.validation import check_choice, check_positive
+
+__all__ = ["TEXT_PAIR_LOSSES", "TextPairResult", "train_text_pairs"]
+
+TEXT_PAIR_LOSSES: tuple[str, ...] = ("triplet", "mnrl")
+
+
+@dataclass
+class TextPairResult:
+    """What a text-pair training did.
+
+    Attributes:
+        steps: optimizer steps taken.
+        losses: the loss of every step.
+        seconds: wall-clock seconds of the whole call (mining included).
+        mining_seconds: of which mining hard negatives.
+        minings: how many times negatives were mined (the first time included).
+        mining_dropped: pairs left without a mined negative, per mining.
+    """
+
+    steps: int
+    losses: list[float]
+    seconds: float
+    mining_seconds: float = 0.0
+    minings: int = 0
+    mining_dropped: list[int] = field(default_factory=list)
+
+
+def _embed_batch(model: torch.nn.Module, texts: list[str]) -> torch.Tensor:
+    embeddings = model(texts)
+    return torch.nn.functional.normalize(embeddings, dim=1)
+
+
+def _mine(
+    model: torch.nn.Module,
+    queries: list[str],
+    positives: list[str],
+    corpus: list[str],
+    num_negatives: int,
+    mining_options: dict[str, Any],
+    batch_size: int,
+) -> tuple[list[list[str] | None], int]:
+    from tripletkit.mining.negatives import mine_hard_negatives
+
+    was_training = model.training
+    model.eval()
+    try:
+        mined = mine_hard_negatives(
+            queries,
+            positives,
+            corpus,
+            model if hasattr(model, "embed") else _FunctionEncoder(model, batch_size),
+            num_negatives=num_negatives,
+            batch_size=batch_size,
+            progress=False,
+            **mining_options,
+        )
+    finally:
+        model.train(was_training)
+    negatives: list[list[str] | None] = [None] * len(queries)
+    for pair, row in zip(mined.pair_index.tolist(), mined.negatives, strict=True):
+        negatives[pair] = row
+    return negatives, mined.dropped_pairs
+
+
+class _FunctionEncoder:
+    """Embeds with a module that has no ``embed`` method (batched, no gradients)."""
+
+    def __init__(self, model: torch.nn.Module, batch_size: int) -> None:
+        self.model = model
+        self.batch_size = batch_size
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        with torch.no_grad():
+            parts = [
+                self.model(texts[i : i + self.batch_size])
+                for i in range(0, len(texts), self.batch_size)
+            ]
+        return torch.cat(parts) if parts else torch.zeros(0, 1)
+
+
+def train_text_pairs(
+    model: torch.nn.Module,
+    queries: Sequence[str],
+    positives: Sequence[str],
+    *,
+    corpus: Sequence[str] | None = None,
+    negatives: Sequence[Sequence[str]] | None = None,
+    loss: str = "triplet",
+    margin: float = 0.3,
+    triplet_mining: str = "all",
+    temperature: float = 0.05,
+    symmetric: bool = False,
+    num_negatives: int = 1,
+    remine_every: float | None = None,
+    mining_options: dict[str, Any] | None = None,
+    epochs: float = 1,
+    batch_size: int = 32,
+    lr: float = 2e-5,
+    warmup_fraction: float = 0.1,
+    schedule: str = "linear",
+    weight_decay: float = 0.01,
+    max_grad_norm: float | None = 1.0,
+    seed: int = 0,
+    progress: bool = True,
+    on_step: Callable[[int, float], None] | None = None,
+) -> TextPairResult:
+    """Fine-tune ``model`` (``list[str] -> (B, D)``) on pairs; see the module docstring.
+
+    Args:
+        model: a text model, e.g. ``create_model("text_encoder")``; trained in place.
+        queries, positives: ``P`` texts each (pair ``i`` = ``(queries[i], positives[i])``).
+        corpus: texts to mine hard negatives from (``None`` with no ``negatives``: in-batch
+            negatives only).
+        negatives: fixed negatives per pair (``P`` lists), instead of mining.
+        loss: ``"triplet"`` or ``"mnrl"``.
+        margin: α of the triplet loss, in cosine distance (``[0, 2]``).
+        triplet_mining: the :class:`~tripletkit.losses.BatchTripletLoss` mining mode.
+        temperature, symmetric: of the multiple-negatives ranking loss.
+        num_negatives: mined negatives per pair.
+        remine_every: mine again every this many epochs (``None``: mine once, before training).
+        mining_options: more keyword arguments of ``mine_hard_negatives`` (``rank_range``,
+            ``max_score_ratio``, ...).
+        epochs: passes over the pairs (a fraction trains on part of the last pass).
+        batch_size, lr, warmup_fraction, schedule, weight_decay, max_grad_norm: optimisation
+            (AdamW; ``schedule`` as :func:`~tripletkit.training.schedule.lr_factor`).
+        seed: the order of the pairs.
+        progress: show a progress bar.
+        on_step: called as ``on_step(step, loss)`` after every step.
+
+    Returns:
+        A :class:`TextPairResult`.
+    """
+    start = time.perf_counter()
+    queries, positives = list(queries), list(positives)
+    if len(queries) != len(positives) or not queries:
+        raise ValueError(
+            f"got {len(queries)} queries and {len(positives)} positives; expected the same "
+            "number (>= 1) of each, pair i being (queries[i], positives[i])"
+        )
+    loss = check_choice(loss, TEXT_PAIR_LOSSES, "loss")
+    check_choice(schedule, ("linear", "cosine", "constant"), "schedule")
+    epochs = check_positive(epochs, "epochs")
+    lr = check_positive(lr, "lr")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
+        raise ValueError(f"batch_size must be an integer >= 2; got {batch_size!r}")
+    if negatives is not None and corpus is not None:
+        raise ValueError("give either negatives (fixed) or corpus (to mine them from), not both")
+    if negatives is not None and len(negatives) != len(queries):
+        raise ValueError(f"negatives has {len(negatives)} rows for {len(queries)} pairs")
+    if remine_every is not None:
+        remine_every = check_positive(remine_every, "remine_every")
+        if corpus is None:
+            raise ValueError("remine_every needs a corpus to mine from")
+    mining_options = dict(mining_options or {})
+
+    if loss == "triplet":
+        loss_fn: torch.nn.Module = BatchTripletLoss(
+            margin=margin, mining=triplet_mining, distance="cosine"
+        )
+    else:
+        loss_fn = MultipleNegativesRankingLoss(temperature=temperature, symmetric=symmetric)
+
+    steps_per_epoch = math.ceil(len(queries) / batch_size)
+    total_steps = max(1, math.ceil(epochs * steps_per_epoch))
+    remine_steps = (
+        max(1, round(remine_every * steps_per_epoch)) if remine_every is not None else None
+    )
+
+    result = TextPairResult(steps=0, losses=[], seconds=0.0)
+    current: list[list[str] | None] = (
+        [list(row) for row in negatives] if negatives is not None else [None] * len(queries)
+    )
+
+    def mine() -> None:
+        nonlocal current
+        mining_start = time.perf_counter()
+        current, dropped = _mine(
+            model, queries, positives, list(corpus), num_negatives, mining_options, 128
+        )
+        result.mining_seconds += time.perf_counter() - mining_start
+        result.minings += 1
+        result.mining_dropped.append(dropped)
+
+    if corpus is not None:
+        mine()
+
+    parameters = [p for p in model.parameters() if p.requires_grad]
+    decay = [p for p in parameters if p.dim() > 1]
+    no_decay = [p for p in parameters if p.dim() <= 1]
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=lr,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: lr_factor(step, total_steps, warmup_fraction, schedule)
+    )
+
+    rng = random.Random(seed)
+    order: list[int] = []
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total_steps, desc="training", unit="step")
+    model.train()
+    try:
+        for step in range(total_steps):
+            if remine_steps is not None and step > 0 and step % remine_steps == 0:
+                mine()
+            position = (step % steps_per_epoch) * batch_size
+            if position == 0:
+                order = list(range(len(queries)))
+                rng.shuffle(order)
+            batch = order[position : position + batch_size]
+            step_loss = _step(
+                model,
+                loss_fn,
+                [queries[i] for i in batch],
+                [positives[i] for i in batch],
+                [current[i] for i in batch],
+            )
+            step_loss.backward()
+            if max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            value = float(step_loss.detach())
+            if not math.isfinite(value):
+                raise FloatingPointError(
+                    f"the loss became {value} at step {step}; lower lr (now {lr}) or check the data"
+                )
+            result.losses.append(value)
+            result.steps += 1
+            if on_step is not None:
+                on_step(step, value)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{value:.4f}")
+    finally:
+        if bar is not None:
+            bar.close()
+        model.eval()
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _step(
+    model: torch.nn.Module,
+    loss_fn: torch.nn.Module,
+    batch_queries: list[str],
+    batch_positives: list[str],
+    batch_negatives: list[list[str] | None],
+) -> torch.Tensor:
+    """The loss of one batch. Labels are given by document text, so that a text appearing as
+    two pairs' positives (or as one's positive and another's negative) is never a negative of a
+    query it answers."""
+    flat_negatives = [text for row in batch_negatives if row for text in row]
+    documents = batch_positives + flat_negatives
+    label_of: dict[str, int] = {}
+    document_labels = torch.tensor(
+        [label_of.setdefault(text, len(label_of)) for text in documents], dtype=torch.long
+    )
+    query_labels = document_labels[: len(batch_positives)]
+    query_embeddings = _embed_batch(model, batch_queries)
+    document_embeddings = _embed_batch(model, documents)
+    if isinstance(loss_fn, BatchTripletLoss):
+        return loss_fn(
+            query_embeddings,
+            query_labels.to(query_embeddings.device),
+            document_embeddings,
+            document_labels.to(query_embeddings.device),
+        )
+    positives = document_embeddings[: len(batch_positives)]
+    # A mined negative that is also a positive of the batch is already a candidate, with the
+    # label of its pair; as an unlabelled hard negative it would be a false negative.
+    answers = set(batch_positives)
+    keep = [j for j, text in enumerate(flat_negatives) if text not in answers]
+    hard = document_embeddings[len(batch_positives) :][keep] if keep else None
+    return loss_fn(query_embeddings, positives, hard, labels=query_labels.to(positives.device))
