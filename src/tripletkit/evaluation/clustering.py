@@ -238,6 +238,8 @@ def adjusted_mutual_information(labels: Any, clusters: Any) -> float:
 
     >>> adjusted_mutual_information([0, 0, 1, 1], [1, 1, 0, 0])
     1.0
+    >>> adjusted_mutual_information([2, 1], [1, 0])  # the same partition, MI = its expectation
+    1.0
     """
     label_array, cluster_array = _check_partition(labels, clusters)
     table = _contingency(label_array, cluster_array)
@@ -246,10 +248,16 @@ def adjusted_mutual_information(labels: Any, clusters: Any) -> float:
     mi = _mutual_information(table)
     expected = _expected_mutual_information(table)
     normaliser = (_entropy(table.sum(axis=1)) + _entropy(table.sum(axis=0))) / 2.0
-    denominator = normaliser - expected
+    # Both differences can be 0 (e.g. two items, each in its own class and cluster: the same
+    # partition, whose MI equals its expectation). Keeping each at least eps away from 0, with its
+    # sign, makes that limit 1.0 (a perfect match) and never divides 0 by 0; the convention of
+    # scikit-learn >= 1.9.
     eps = np.finfo(np.float64).eps
+    denominator = normaliser - expected
     denominator = min(denominator, -eps) if denominator < 0 else max(denominator, eps)
-    return float((mi - expected) / denominator)
+    numerator = mi - expected
+    numerator = min(numerator, -eps) if numerator < 0 else max(numerator, eps)
+    return float(numerator / denominator)
 
 
 def evaluate_clustering(
