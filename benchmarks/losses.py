@@ -25,6 +25,7 @@ Writes ``benchmarks/results/losses[-<device>].json`` and ``.md``.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -179,10 +180,22 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--rss-limit-mb", type=float, default=20_000)
     parser.add_argument("--timeout-s", type=float, default=900)
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep the saved results of the batch sizes not run now (add rows to an earlier run)",
+    )
     args = parser.parse_args()
     batches = args.batches or ([1024, 4096] if args.quick else [1024, 4096, 16384, 65536])
     results = run(batches, args.ks, args.device, args.rss_limit_mb, args.timeout_s)
     stem = "losses" if args.device == "cpu" else f"losses-{args.device}"
+    if args.merge and (RESULTS_DIR / f"{stem}.json").is_file():
+        saved = json.loads((RESULTS_DIR / f"{stem}.json").read_text())
+        kept = [
+            Measurement(**m) for m in saved["measurements"] if m["config"]["batch"] not in batches
+        ]
+        results = kept + results
+        batches = sorted({*batches, *saved.get("batches", [])})
     path = save_results(stem, results, {"batches": batches, "ks": args.ks})
     summary = report(results, batches, args.ks)
     (RESULTS_DIR / f"{stem}.md").write_text(summary + "\n")
