@@ -181,6 +181,7 @@ def test_warns_when_training_ends_below_the_untrained_model(tmp_path):
         evaluate,
     ).fit()
     assert result.best_epoch == 1
-    assert any("below the untrained model's (0.9000)" in d for d in result.diagnoses)
+    warning = next(d for d in result.diagnoses if "below the untrained model's (0.9000)" in d)
+    assert "mining='easy-positive'" in warning  # suggested, since this run mines "all"
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["diagnoses"] == result.diagnoses

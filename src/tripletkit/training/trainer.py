@@ -595,11 +595,13 @@ class Trainer:
         metric = self.config.train.early_stopping_metric
         before_value, best_value = progress["before"].get(metric), best.get(metric)
         if before_value is not None and best_value is not None and best_value < before_value:
+            tries = "a lower optim.lr, fewer epochs or stronger augmentation"
+            if getattr(self.loss_fn, "mining", None) not in (None, "easy-positive"):
+                tries += ", or mining='easy-positive'"
             progress["diagnoses"].append(
                 f"validation {metric} of the best epoch ({best_value:.4f}) is below the untrained "
                 f"model's ({before_value:.4f}): training did not help the held-out classes. "
-                "Try a lower optim.lr, fewer epochs, stronger augmentation or "
-                "mining='easy-positive'; model_initial/ holds the untrained model."
+                f"Try {tries}; model_initial/ holds the untrained model."
             )
         summary = {
             "before": progress["before"],
