@@ -345,16 +345,16 @@ class _TupleManifestDataset(ReportsSkipped, torch.utils.data.Dataset):
         self,
         manifest: str | os.PathLike[str],
         content: Literal["path", "text"],
-        transform: Callable[..., torch.Tensor] | None,
-        columns: Sequence[str] | None,
+        transform: Callable[..., torch.Tensor] | None = None,
         *,
-        root: str | os.PathLike[str] | None,
-        allow_outside_root: bool,
-        mode: str | None,
-        check: Check,
-        strict: bool,
-        seed: int | None,
-        label_column: str | None,
+        columns: Sequence[str] | None = None,
+        root: str | os.PathLike[str] | None = None,
+        allow_outside_root: bool = False,
+        mode: str | None = "RGB",
+        check: Check = "header",
+        strict: bool = False,
+        seed: int | None = None,
+        label_column: str | None = "label",
     ) -> None:
         self.content = check_choice(content, ("path", "text"), "content")
         check_choice(check, ("none", "header", "full"), "check")
@@ -482,34 +482,6 @@ class TripletManifestDataset(_TupleManifestDataset):
 
     roles = ("anchor", "positive", "negative")
 
-    def __init__(
-        self,
-        manifest: str | os.PathLike[str],
-        content: Literal["path", "text"],
-        transform: Callable[..., torch.Tensor] | None = None,
-        *,
-        columns: Sequence[str] | None = None,
-        root: str | os.PathLike[str] | None = None,
-        allow_outside_root: bool = False,
-        mode: str | None = "RGB",
-        check: Check = "header",
-        strict: bool = False,
-        seed: int | None = None,
-    ) -> None:
-        super().__init__(
-            manifest,
-            content,
-            transform,
-            columns,
-            root=root,
-            allow_outside_root=allow_outside_root,
-            mode=mode,
-            check=check,
-            strict=strict,
-            seed=seed,
-            label_column="label",
-        )
-
 
 class PairManifestDataset(_TupleManifestDataset):
     """Retrieval pairs, one per row: ``dataset[i] -> {"query": .., "positive": ..}``.
@@ -528,31 +500,3 @@ class PairManifestDataset(_TupleManifestDataset):
     """
 
     roles = ("query", "positive")
-
-    def __init__(
-        self,
-        manifest: str | os.PathLike[str],
-        content: Literal["path", "text"],
-        transform: Callable[..., torch.Tensor] | None = None,
-        *,
-        columns: Sequence[str] | None = None,
-        root: str | os.PathLike[str] | None = None,
-        allow_outside_root: bool = False,
-        mode: str | None = "RGB",
-        check: Check = "header",
-        strict: bool = False,
-        seed: int | None = None,
-    ) -> None:
-        super().__init__(
-            manifest,
-            content,
-            transform,
-            columns,
-            root=root,
-            allow_outside_root=allow_outside_root,
-            mode=mode,
-            check=check,
-            strict=strict,
-            seed=seed,
-            label_column="label",
-        )
