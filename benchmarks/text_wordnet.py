@@ -142,7 +142,8 @@ def _tripletkit_train(
         model,
         task.train_queries,
         task.train_documents,
-        corpus=task.train_documents,
+        # Hard batches mine among the training documents themselves.
+        corpus=None if options.get("hard_batches") else task.train_documents,
         progress=False,
         on_step=_log_step,
         **options,

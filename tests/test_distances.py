@@ -13,6 +13,7 @@ from tripletkit.distances import (
     paired_distances,
     pairwise_distances,
     pairwise_distances_vjp,
+    pairwise_distances_vjp_self,
     resolve_distance,
 )
 
@@ -57,6 +58,35 @@ def test_vjp_equals_autograd(pair, metric, sparse):
     got = pairwise_distances_vjp(x, y, grad.to_sparse() if sparse else grad, metric)
     for g, e in zip(got, expected, strict=True):
         torch.testing.assert_close(g, e, rtol=1e-9, atol=1e-9)
+
+
+@given(pair=matrices(), metric=st.sampled_from(METRICS), owned=st.booleans())
+def test_self_vjp_equals_autograd(pair, metric, owned):
+    x, y = pair
+    if y.shape[0] > 1:  # duplicated rows: zero distances off the diagonal too
+        x = torch.cat([x, y[:1], y[:1]])
+    generator = torch.Generator().manual_seed(2)
+    grad = torch.randn(x.shape[0], x.shape[0], generator=generator, dtype=torch.float64)
+    grad[torch.rand(grad.shape, generator=generator) < 0.3] = 0.0
+    xl = x.clone().requires_grad_()
+    (expected,) = torch.autograd.grad(pairwise_distances(xl, metric=metric), (xl,), grad)
+    given_grad = grad.clone()
+    got = pairwise_distances_vjp_self(x, given_grad, metric, grad_owned=owned)
+    torch.testing.assert_close(got, expected, rtol=1e-9, atol=1e-9)
+    if not owned:
+        assert torch.equal(given_grad, grad)  # the caller's gradient is left alone
+
+
+def test_distances_without_autograd_equal_those_with_it():
+    """The in-place square root taken when no gradient is recorded gives the same values."""
+    generator = torch.Generator().manual_seed(3)
+    x = torch.randn(30, 4, generator=generator)
+    x[5] = x[7]
+    with_grad = pairwise_distances(x.clone().requires_grad_(), metric="euclidean")
+    with torch.no_grad():
+        without = pairwise_distances(x, metric="euclidean")
+    assert torch.equal(with_grad.detach(), without)
+    assert without.diagonal().eq(0).all()
 
 
 def test_euclidean_agrees_with_cdist():

@@ -41,6 +41,7 @@ __all__ = [
     "pairwise_distances",
     "pairwise_distances_unchecked",
     "pairwise_distances_vjp",
+    "pairwise_distances_vjp_self",
     "resolve_distance",
     "unit_sphere_range",
 ]
@@ -62,9 +63,29 @@ def _as_compute_dtype(x: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def _safe_sqrt(squared: torch.Tensor) -> torch.Tensor:
+def _safe_sqrt(squared: torch.Tensor, *, owned: bool = False) -> torch.Tensor:
+    """sqrt with 0 (value and gradient) at and below :data:`_SQRT_FLOOR`.
+
+    ``owned``: ``squared`` is a buffer of the caller's that may be overwritten; when no gradient
+    is recorded the square root is then taken in place (two passes, no new ``(N, M)`` buffers).
+    """
+    if owned and not (torch.is_grad_enabled() and squared.requires_grad):
+        return torch.threshold_(squared, _SQRT_FLOOR, 0.0).sqrt_()
     positive = squared > _SQRT_FLOOR
     return torch.where(positive, squared.clamp_min(_SQRT_FLOOR).sqrt(), torch.zeros_like(squared))
+
+
+def euclidean_grad_to_squared_(grad: torch.Tensor, distances: torch.Tensor) -> torch.Tensor:
+    """Turns ``dL/dD`` into ``2 dL/d(D²)`` in place (``grad / D``; 0 where ``D = 0``).
+
+    The euclidean distance's backward pass through the squared one: ``dD/d(D²) = 1 / (2D)``,
+    the factor 2 left to the caller (it folds into the squared distance's own factor 2). At
+    ``D = 0`` the gradient is 0, as everywhere in this module. ``distances`` must come from
+    :func:`pairwise_distances_unchecked` (0 or at least ``sqrt(_SQRT_FLOOR)``, so the division
+    cannot overflow a finite gradient).
+    """
+    # D = 0 gives ±inf or NaN (0/0); both become 0, in the same pass.
+    return grad.div_(distances).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
 
 
 def _squared_euclidean(x: torch.Tensor, y: torch.Tensor, same: bool) -> torch.Tensor:
@@ -121,7 +142,7 @@ def pairwise_distances_unchecked(
     if metric == "squared_euclidean":
         return _squared_euclidean(x, y, same)
     if metric == "euclidean":
-        return _safe_sqrt(_squared_euclidean(x, y, same))
+        return _safe_sqrt(_squared_euclidean(x, y, same), owned=True)
     if metric == "cosine":
         x_unit = F.normalize(x, dim=1)
         y_unit = x_unit if same else F.normalize(y, dim=1)
@@ -187,7 +208,7 @@ def pairwise_distances_vjp(
         else:
             if distances is None:
                 distances = pairwise_distances_unchecked(xc, yc, "euclidean")
-            grad = torch.where(distances > 0, grad / (2.0 * distances).clamp_min(_SQRT_FLOOR), 0.0)
+            grad = euclidean_grad_to_squared_(grad * 0.5, distances)
 
     def times_y(g: torch.Tensor, y_: torch.Tensor) -> torch.Tensor:
         return torch.sparse.mm(g, y_) if sparse else g @ y_
@@ -212,6 +233,65 @@ def pairwise_distances_vjp(
     else:
         check_choice(metric, METRICS, "metric")
     return grad_x.to(x.dtype), grad_y.to(y.dtype)
+
+
+def pairwise_distances_vjp_self(
+    x: torch.Tensor,
+    grad: torch.Tensor,
+    metric: str,
+    distances: torch.Tensor | None = None,
+    *,
+    grad_owned: bool = False,
+) -> torch.Tensor:
+    """The backward pass of ``pairwise_distances(x)`` (x against itself): ``dL/dx`` from ``dL/dD``.
+
+    Equals the sum of both results of :func:`pairwise_distances_vjp` with ``y = x`` (``D``
+    depends on ``x`` through its rows and its columns), accumulated into one buffer, with the
+    row normalisation of the cosine distance done once.
+
+    Args:
+        x: ``(N, D)`` embeddings.
+        grad: ``(N, N)`` dense gradient with respect to the distances.
+        metric: one of :data:`METRICS`.
+        distances: the ``(N, N)`` euclidean distances, if at hand.
+        grad_owned: ``grad`` may be overwritten (saves a copy for the euclidean metric).
+
+    Returns:
+        The gradient with respect to ``x``, in its dtype.
+
+    >>> x = torch.tensor([[0.0, 0.0], [3.0, 4.0]])
+    >>> pairwise_distances_vjp_self(x, torch.tensor([[0.0, 1.0], [0.0, 0.0]]), "euclidean")
+    tensor([[-0.6000, -0.8000],
+            [ 0.6000,  0.8000]])
+    """
+    if grad.is_sparse:
+        grad_x, grad_y = pairwise_distances_vjp(x, x, grad, metric, distances)
+        return grad_x + grad_y
+    xc = _as_compute_dtype(x)
+    grad = grad.to(xc.dtype)
+    if metric == "euclidean":
+        if distances is None:
+            distances = pairwise_distances_unchecked(xc, None, "euclidean")
+        grad = euclidean_grad_to_squared_(grad if grad_owned else grad * 1.0, distances)
+        factor = 1.0  # 2 (squared distance) x 1/2 (the square root)
+    else:
+        factor = 2.0
+
+    def times_symmetric(v: torch.Tensor) -> torch.Tensor:
+        # (G + Gᵀ) v as two products into one buffer: BLAS reads Gᵀ in place, which is
+        # cheaper than materialising G + Gᵀ (a cache-unfriendly transposed pass).
+        return torch.mm(grad, v).addmm_(grad.T, v)
+
+    if metric in ("squared_euclidean", "euclidean"):
+        weight = (grad.sum(dim=1) + grad.sum(dim=0)).unsqueeze(1)
+        grad_x = factor * (weight * xc - times_symmetric(xc))
+    elif metric == "cosine":
+        grad_x = _normalize_vjp(xc, -times_symmetric(F.normalize(xc, dim=1)))
+    elif metric == "dot":
+        grad_x = -times_symmetric(xc)
+    else:
+        check_choice(metric, METRICS, "metric")
+    return grad_x.to(x.dtype)
 
 
 def paired_distances(

@@ -61,6 +61,16 @@ def test_knn_of_a_set_against_itself_excludes_each_query(seed, n, metric, tile_b
     assert result.indices.tolist() == [row[:k] for row in expected]
 
 
+@pytest.mark.parametrize("k", [1, 20, 299])
+@pytest.mark.parametrize("metric", EXACT_METRICS)
+def test_symmetric_knn_with_wide_tiles_and_ties(metric, k):
+    """Tiles 150 wide: the transposed merge splits each into strips of 64, 64 and 22 columns."""
+    x = integer_embeddings(7, 300, low=-1, high=2)
+    result = knn(x, k=k, distance=metric, tile_bytes=150 * 150 * 8)
+    expected = reference.ranking(reference.dense_distances(x, x, metric), exclude_self=True)
+    assert result.indices.tolist() == [row[:k] for row in expected]
+
+
 @pytest.mark.parametrize("metric", ["cosine", "euclidean", "dot"])
 def test_knn_on_random_float64_embeddings(metric):
     generator = torch.Generator().manual_seed(3)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import random
 import zlib
 
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 
-from tripletkit.training.text_pairs import train_text_pairs
+from tripletkit.training.text_pairs import hard_batch_plan, train_text_pairs
 
 
 class BagOfWords(torch.nn.Module):
@@ -100,6 +103,7 @@ def test_fixed_negatives_and_in_batch_only() -> None:
     [
         (dict(corpus=["a"], negatives=[["a"]] * 4), "either negatives"),
         (dict(remine_every=0.5), "needs a corpus"),
+        (dict(hard_batches=True, corpus=["a"]), "own positives"),
         (dict(batch_size=1), "batch_size"),
         (dict(loss="arcface"), "loss"),
         (dict(epochs=0), "epochs"),
@@ -114,3 +118,107 @@ def test_bad_options(kwargs, message) -> None:
 def test_mismatched_pairs() -> None:
     with pytest.raises(ValueError, match="same"):
         train_text_pairs(BagOfWords(), ["a", "b"], ["c"], progress=False)
+
+
+@given(
+    num_pairs=st.integers(0, 40),
+    batch_size=st.integers(2, 9),
+    fanout=st.integers(0, 4),
+    seed=st.integers(0, 2**16),
+)
+def test_hard_batch_plan_places_every_pair_once(num_pairs, batch_size, fanout, seed) -> None:
+    rng = random.Random(seed)
+    everyone = list(range(num_pairs + 5))
+    pairs = rng.sample(everyone, num_pairs)  # a subset: the rest of an epoch
+    neighbours = [rng.sample(everyone, min(fanout, len(everyone))) for _ in everyone]
+    plan = hard_batch_plan(pairs, neighbours, batch_size, random.Random(seed))
+    placed = [i for batch in plan for i in batch]
+    assert sorted(placed) == sorted(pairs)
+    assert sum(len(batch) < batch_size for batch in plan) <= 1
+    assert len(plan) == -(-num_pairs // batch_size)
+
+
+def test_hard_batch_plan_groups_neighbourhoods() -> None:
+    # Four cliques of four pairs (interleaved indices): each batch of 4 is one clique.
+    cliques = [[c + 4 * m for m in range(4)] for c in range(4)]
+    neighbours = [[j for j in cliques[i % 4] if j != i] for i in range(16)]
+    for seed in range(5):
+        plan = hard_batch_plan(range(16), neighbours, 4, random.Random(seed))
+        assert sorted(sorted(batch) for batch in plan) == sorted(cliques)
+
+
+class CountingBagOfWords(BagOfWords):
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[str]] = []
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        if torch.is_grad_enabled():
+            self.batches.append(list(texts))
+        return super().forward(texts)
+
+
+@pytest.mark.parametrize("loss", ["triplet", "mnrl"])
+def test_hard_batches_learn_without_extra_texts(loss) -> None:
+    queries, documents = _pairs(16)
+    model = CountingBagOfWords()
+    result = train_text_pairs(
+        model,
+        queries,
+        documents,
+        loss=loss,
+        hard_batches=True,
+        num_negatives=3,
+        epochs=20,
+        batch_size=8,
+        lr=0.1,
+        warmup_fraction=0.0,
+        remine_every=4,
+        progress=False,
+    )
+    assert _top1(model, queries, documents) >= 0.9
+    assert result.steps == 40 and result.minings == 5  # before step 0, at 8, 16, 24 and 32
+    # Each step embeds its 8 queries and their 8 documents, nothing more; each epoch sees
+    # every pair once.
+    assert [len(texts) for texts in model.batches] == [8] * 80
+    first_epoch = [t for texts in model.batches[:4] for t in texts if t.startswith("q")]
+    assert sorted(first_epoch) == sorted(queries)
+
+
+def test_hard_batches_hold_the_mined_neighbours() -> None:
+    """With an encoder that knows the groups, each batch is one group of mutually hard pairs."""
+    groups = 4
+    queries = [f"q{i} g{i % groups}" for i in range(16)]
+    documents = [f"d{i} g{i % groups}" for i in range(16)]
+
+    class GroupEncoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, texts: list[str]) -> torch.Tensor:
+            group = torch.tensor([int(t.split()[1][1:]) for t in texts])
+            own = torch.tensor([int(t.split()[0][1:]) for t in texts]).float()
+            base = torch.nn.functional.one_hot(group, groups).float() * 10
+            return torch.cat([base, own[:, None] * 0.01 * self.scale], dim=1)
+
+    seen: list[set[int]] = []
+
+    class Spy(GroupEncoder):
+        def forward(self, texts):
+            if torch.is_grad_enabled() and texts[0].startswith("q"):
+                seen.append({int(t.split()[1][1:]) for t in texts})
+            return super().forward(texts)
+
+    train_text_pairs(
+        Spy(),
+        queries,
+        documents,
+        hard_batches=True,
+        num_negatives=3,
+        batch_size=4,
+        epochs=1,
+        lr=1e-3,
+        progress=False,
+    )
+    assert len(seen) == 4 and all(len(g) == 1 for g in seen)  # one group per batch

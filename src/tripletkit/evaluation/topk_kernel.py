@@ -80,8 +80,13 @@ def heap_merge_tile(
         heap_values, heap_indices: ``(N, k)`` heaps, updated in place.
         heap_sizes: ``(N,)`` int64 entries in each heap, updated in place.
     """
-    rows = block.shape[1] if transposed else block.shape[0]
-    cols = block.shape[0] if transposed else block.shape[1]
+    if transposed:
+        _merge_columns(
+            block, row_start, ref_start, skip_column, heap_values, heap_indices, heap_sizes
+        )
+        return
+    rows = block.shape[0]
+    cols = block.shape[1]
     k = heap_values.shape[1]
     for r in nb.prange(rows):
         row = row_start + r
@@ -94,7 +99,7 @@ def heap_merge_tile(
         worst_value = values[0]
         worst_index = indices[0]
         for c in range(cols):
-            value = block[c, r] if transposed else block[r, c]
+            value = block[r, c]
             if full and value > worst_value:
                 continue
             index = ref_start + c
@@ -105,6 +110,54 @@ def heap_merge_tile(
             worst_value = values[0]
             worst_index = indices[0]
         heap_sizes[row] = size
+
+
+#: Heap rows fed together from a transposed tile: 256 contiguous bytes of float32 distances per
+#: read (measured best on 2,048-wide tiles; narrower strips visit more memory pages per distance).
+_STRIP = 64
+# Stands for "no worst entry yet": no index compares greater.
+_NO_INDEX = np.iinfo(np.int64).max
+
+
+@nb.njit(parallel=True, cache=True)
+def _merge_columns(
+    block, row_start, ref_start, skip_column, heap_values, heap_indices, heap_sizes
+) -> None:  # pragma: no cover - compiled by numba; tested through knn
+    """:func:`heap_merge_tile` for a transposed tile: heap row ``r`` takes column ``r``.
+
+    Reading one column at a time strides through memory (a cache miss per distance); instead each
+    task owns a strip of ``_STRIP`` adjacent columns and walks the tile's rows, reading the
+    strip's contiguous distances of each row and offering each to its column's heap.
+    """
+    cols = block.shape[0]
+    rows = block.shape[1]
+    k = heap_values.shape[1]
+    strips = (rows + _STRIP - 1) // _STRIP
+    for strip in nb.prange(strips):
+        first = strip * _STRIP
+        width = min(first + _STRIP, rows) - first
+        # Each column's worst kept entry, cached as in the row-wise loop; +inf while not full.
+        worst_value = np.empty(_STRIP, dtype=heap_values.dtype)
+        worst_index = np.empty(_STRIP, dtype=np.int64)
+        for j in range(width):
+            row = row_start + first + j
+            full = heap_sizes[row] == k
+            worst_value[j] = heap_values[row, 0] if full else np.inf
+            worst_index[j] = heap_indices[row, 0] if full else _NO_INDEX
+        for c in range(cols):
+            index = ref_start + c
+            for j in range(width):
+                value = block[c, first + j]
+                if value > worst_value[j] or (value == worst_value[j] and index > worst_index[j]):
+                    continue
+                if c == skip_column[first + j]:
+                    continue
+                row = row_start + first + j
+                size = _offer(heap_values[row], heap_indices[row], heap_sizes[row], k, value, index)
+                heap_sizes[row] = size
+                if size == k:
+                    worst_value[j] = heap_values[row, 0]
+                    worst_index[j] = heap_indices[row, 0]
 
 
 def sorted_heaps(

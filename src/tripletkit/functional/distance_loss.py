@@ -23,8 +23,10 @@ import torch
 from tripletkit.distances import (
     DistanceFn,
     Metric,
+    euclidean_grad_to_squared_,
     pairwise_distances_unchecked,
     pairwise_distances_vjp,
+    pairwise_distances_vjp_self,
     resolve_distance,
 )
 from tripletkit.functional.reference_set import ReferenceSet
@@ -33,7 +35,8 @@ __all__ = ["DistanceLossFn", "loss_of_distances"]
 
 #: ``compute(dist) -> (value, grad, scale)``: the loss of a detached ``(B, M)`` distance matrix (a
 #: 0-d tensor) and its gradient with respect to the matrix, ``scale * grad`` (``grad`` is
-#: ``(B, M)`` in the matrix's dtype, ``scale`` a float).
+#: ``(B, M)`` in the matrix's dtype and a buffer of its own, which the caller may overwrite,
+#: ``scale`` a float).
 DistanceLossFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, float]]
 
 
@@ -42,15 +45,26 @@ class _LossOfDistances(torch.autograd.Function):
     def forward(ctx: Any, x, y, metric: str, same: bool, compute: DistanceLossFn):
         dist = pairwise_distances_unchecked(x, None if same else y, metric)
         value, grad, scale = compute(dist)
-        ctx.metric, ctx.scale = metric, scale
-        ctx.save_for_backward(x, y, grad, dist if metric == "euclidean" else None)
+        if metric == "euclidean":
+            # Through the squared distance, now, in place: the backward pass needs neither
+            # ``dist`` nor a copy of ``grad`` (dD/dD² = 1/(2D), the 1/2 folded into the scale).
+            grad = euclidean_grad_to_squared_(grad, dist)
+            metric, scale = "squared_euclidean", 0.5 * scale
+        del dist
+        ctx.metric, ctx.scale, ctx.same = metric, scale, same
+        ctx.save_for_backward(x, None if same else y, grad)
         return value
 
     @staticmethod
     def backward(ctx: Any, grad_value: torch.Tensor):
-        x, y, grad, dist = ctx.saved_tensors
-        grad_x, grad_y = pairwise_distances_vjp(x, y, grad, ctx.metric, dist)
+        x, y, grad = ctx.saved_tensors
         scale = grad_value.to(torch.float64) * ctx.scale
+        if ctx.same:
+            # x is also the reference set: both roles in one product (autograd adds the
+            # gradients of the two arguments, which are the same tensor).
+            grad_x = pairwise_distances_vjp_self(x, grad, ctx.metric)
+            return grad_x * scale.to(grad_x.dtype), None, None, None, None
+        grad_x, grad_y = pairwise_distances_vjp(x, y, grad, ctx.metric)
         return grad_x * scale.to(grad_x.dtype), grad_y * scale.to(grad_y.dtype), None, None, None
 
 

@@ -17,6 +17,13 @@ positives and their ``num_negatives`` mined hard negatives each, and applies one
 ``remine_every`` (in epochs, e.g. ``0.5``) mines them again with the current weights. A pair for
 which no eligible negative is found trains with in-batch negatives only.
 
+**Hard batches** (``hard_batches=True``) use the mined negatives differently: the pairs' own
+positives are the corpus, and each batch is assembled from pairs whose documents are one another's
+hard negatives (a random seed pair, then its mined neighbours, then theirs, until the batch is
+full). Every in-batch negative is then a hard one, at no extra forward pass: a step embeds ``2B``
+texts, as with in-batch negatives only, where appending ``n`` mined negatives per query embeds
+``(2 + n)B``. Re-mining re-plans the batches of the rest of the epoch.
+
 The learning rate follows :func:`tripletkit.training.schedule.lr_factor` (linear warm-up, then
 linear decay by default, as sentence-transformers), with AdamW and gradient clipping.
 
@@ -55,7 +62,7 @@ from tripletkit.losses import BatchTripletLoss, MultipleNegativesRankingLoss
 from tripletkit.training.schedule import lr_factor
 from tripletkit.validation import check_choice, check_positive
 
-__all__ = ["TEXT_PAIR_LOSSES", "TextPairResult", "train_text_pairs"]
+__all__ = ["TEXT_PAIR_LOSSES", "TextPairResult", "hard_batch_plan", "train_text_pairs"]
 
 TEXT_PAIR_LOSSES: tuple[str, ...] = ("triplet", "mnrl")
 
@@ -147,6 +154,7 @@ def train_text_pairs(
     temperature: float = 0.05,
     symmetric: bool = False,
     num_negatives: int = 1,
+    hard_batches: bool = False,
     remine_every: float | None = None,
     mining_options: dict[str, Any] | None = None,
     epochs: float = 1,
@@ -172,7 +180,10 @@ def train_text_pairs(
         margin: α of the triplet loss, in cosine distance (``[0, 2]``).
         triplet_mining: the :class:`~tripletkit.losses.BatchTripletLoss` mining mode.
         temperature, symmetric: of the multiple-negatives ranking loss.
-        num_negatives: mined negatives per pair.
+        num_negatives: mined negatives per pair (with ``hard_batches``, the neighbours that
+            a pair pulls into its batch).
+        hard_batches: compose batches of mutually hard pairs (see the module docstring); mines
+            among the positives, so ``corpus`` and ``negatives`` must be None.
         remine_every: mine again every this many epochs (``None``: mine once, before training).
         mining_options: more keyword arguments of ``mine_hard_negatives`` (``rank_range``,
             ``max_score_ratio``, ...).
@@ -203,6 +214,12 @@ def train_text_pairs(
         raise ValueError("give either negatives (fixed) or corpus (to mine them from), not both")
     if negatives is not None and len(negatives) != len(queries):
         raise ValueError(f"negatives has {len(negatives)} rows for {len(queries)} pairs")
+    if hard_batches:
+        if corpus is not None or negatives is not None:
+            raise ValueError(
+                "hard_batches mines among the pairs' own positives: leave corpus and negatives None"
+            )
+        corpus = positives
     if remine_every is not None:
         remine_every = check_positive(remine_every, "remine_every")
         if corpus is None:
@@ -255,7 +272,24 @@ def train_text_pairs(
     )
 
     rng = random.Random(seed)
-    order: list[int] = []
+    pairs_of_text: dict[str, list[int]] = {}
+    for i, text in enumerate(positives):
+        pairs_of_text.setdefault(text, []).append(i)
+    # The pairs not yet trained on in this epoch, and their batches in order.
+    unused: list[int] = []
+    plan: list[list[int]] = []
+
+    def plan_batches() -> list[list[int]]:
+        if not hard_batches:
+            order = list(unused)
+            rng.shuffle(order)
+            return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+        neighbours = [
+            [j for text in (current[i] or ()) for j in pairs_of_text[text] if j != i]
+            for i in range(len(queries))
+        ]
+        return hard_batch_plan(unused, neighbours, batch_size, rng)
+
     bar = None
     if progress:
         from tqdm.auto import tqdm
@@ -266,17 +300,21 @@ def train_text_pairs(
         for step in range(total_steps):
             if remine_steps is not None and step > 0 and step % remine_steps == 0:
                 mine()
-            position = (step % steps_per_epoch) * batch_size
-            if position == 0:
-                order = list(range(len(queries)))
-                rng.shuffle(order)
-            batch = order[position : position + batch_size]
+                if hard_batches:
+                    plan = []  # the rest of the epoch, with the new neighbours
+            if not unused:
+                unused, plan = list(range(len(queries))), []
+            if not plan:
+                plan = plan_batches()
+            batch = plan.pop(0)
+            used = set(batch)
+            unused = [i for i in unused if i not in used]
             step_loss = _step(
                 model,
                 loss_fn,
                 [queries[i] for i in batch],
                 [positives[i] for i in batch],
-                [current[i] for i in batch],
+                [None if hard_batches else current[i] for i in batch],
             )
             step_loss.backward()
             if max_grad_norm is not None:
@@ -302,6 +340,63 @@ def train_text_pairs(
         model.eval()
     result.seconds = time.perf_counter() - start
     return result
+
+
+def hard_batch_plan(
+    pairs: Sequence[int],
+    neighbours: Sequence[Sequence[int]],
+    batch_size: int,
+    rng: random.Random,
+) -> list[list[int]]:
+    """Batches of ``pairs`` in which pairs sit with their hard neighbours.
+
+    A seed pair, taken in random order among those not placed yet, starts a batch; the batch
+    grows breadth-first through ``neighbours`` (the seed's, then those of the pairs it pulled in)
+    with pairs of ``pairs`` not placed yet. A batch whose neighbourhood runs out before it is full
+    leaves its pairs to a pool that is shuffled and cut into the last batches, so that every
+    batch but at most one has ``batch_size`` pairs and each pair appears exactly once.
+
+    Args:
+        pairs: the pair indices to place.
+        neighbours: ``neighbours[i]``: pair indices whose documents are hard negatives of pair
+            ``i`` (hardest first); indices outside ``pairs`` are ignored.
+        batch_size: pairs per batch.
+        rng: the source of the seeds' order.
+
+    Returns:
+        The batches, in random order.
+
+    >>> plan = hard_batch_plan(range(6), [[1], [0], [3], [2], [5], [4]], 2, random.Random(0))
+    >>> sorted(sorted(batch) for batch in plan)
+    [[0, 1], [2, 3], [4, 5]]
+    """
+    open_pairs = set(pairs)
+    seeds = list(pairs)
+    rng.shuffle(seeds)
+    full: list[list[int]] = []
+    pool: list[int] = []
+    for seed in seeds:
+        if seed not in open_pairs:
+            continue
+        open_pairs.discard(seed)
+        batch = [seed]
+        grown = 0
+        while len(batch) < batch_size and grown < len(batch):
+            for j in neighbours[batch[grown]]:
+                if j in open_pairs:
+                    open_pairs.discard(j)
+                    batch.append(j)
+                    if len(batch) == batch_size:
+                        break
+            grown += 1
+        if len(batch) == batch_size:
+            full.append(batch)
+        else:
+            pool.extend(batch)
+    rng.shuffle(pool)
+    full.extend(pool[i : i + batch_size] for i in range(0, len(pool), batch_size))
+    rng.shuffle(full)
+    return full
 
 
 def _step(
