@@ -171,6 +171,46 @@ TRIPLETKIT_RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
         "epoch, lr 1e-4",
         {**_SHARED, "lr": 1e-4, "loss": "mnrl", "symmetric": True, "remine_every": 0.5},
     ),
+    "tk-triplet-hb-remine": (
+        "tripletkit triplet loss (cosine, margin 0.3, batch-all) over hard batches (each pair "
+        "pulls its 3 mined nearest training pairs into its batch; no extra texts per step), "
+        "re-mined at half epoch, lr 1e-4",
+        {
+            **_SHARED,
+            "lr": 1e-4,
+            "loss": "triplet",
+            "margin": 0.3,
+            "hard_batches": True,
+            "num_negatives": 3,
+            "remine_every": 0.5,
+        },
+    ),
+    "tk-mnrl-hb-remine": (
+        "tripletkit MNRL/InfoNCE (τ 0.05, symmetric) over hard batches (3 mined neighbours), "
+        "re-mined at half epoch, lr 1e-4",
+        {
+            **_SHARED,
+            "lr": 1e-4,
+            "loss": "mnrl",
+            "symmetric": True,
+            "hard_batches": True,
+            "num_negatives": 3,
+            "remine_every": 0.5,
+        },
+    ),
+    "tk-mnrl-hb-remine-2ep": (
+        "as tk-mnrl-hb-remine, 2 epochs",
+        {
+            **_SHARED,
+            "epochs": 2,
+            "lr": 1e-4,
+            "loss": "mnrl",
+            "symmetric": True,
+            "hard_batches": True,
+            "num_negatives": 3,
+            "remine_every": 0.5,
+        },
+    ),
     "tk-mnrl-hn": (
         "tripletkit MNRL/InfoNCE (τ 0.05) + 1 mined hard negative (mined once)",
         {**_SHARED, "loss": "mnrl"},

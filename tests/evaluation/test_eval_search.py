@@ -155,3 +155,25 @@ def test_overflowing_distances_are_reported():
     x = torch.tensor([[3e38, 3e38], [-3e38, -3e38], [1.0, 1.0]])
     with pytest.raises(ValueError, match="overflowed"):
         knn(x, k=2, distance="squared_euclidean")
+
+
+@settings(max_examples=50, deadline=None)
+@given(
+    rows=st.integers(0, 5),
+    k=st.integers(0, 12),
+    seed=st.integers(0, 2**16),
+)
+def test_sorted_heaps_orders_by_value_then_index(rows, k, seed):
+    """Any rows (heaps or not, with ties and repeated indices) against numpy's lexsort."""
+    from tripletkit.evaluation.topk_kernel import sorted_heaps
+
+    rng = np.random.default_rng(seed)
+    values = rng.integers(0, 4, (rows, k)).astype(np.float32)
+    indices = rng.integers(0, 5, (rows, k)).astype(np.int32)
+    before = values.copy(), indices.copy()
+    got_values, got_indices = sorted_heaps(values, indices)
+    order = np.lexsort((indices, values), axis=1)
+    np.testing.assert_array_equal(got_values, np.take_along_axis(values, order, axis=1))
+    np.testing.assert_array_equal(got_indices, np.take_along_axis(indices, order, axis=1))
+    np.testing.assert_array_equal(values, before[0])  # the inputs are left alone
+    np.testing.assert_array_equal(indices, before[1])

@@ -160,16 +160,54 @@ def _merge_columns(
                     worst_index[j] = heap_indices[row, 0]
 
 
+@nb.njit(cache=True, inline="always")
+def _sift_down(values, indices, position, end) -> None:
+    """Restore the max-heap order below ``position`` within ``[0, end)`` (1-D views)."""
+    value = values[position]
+    index = indices[position]
+    while True:
+        child = 2 * position + 1
+        if child >= end:
+            break
+        if child + 1 < end and _greater(
+            values[child + 1], indices[child + 1], values[child], indices[child]
+        ):
+            child += 1
+        if not _greater(values[child], indices[child], value, index):
+            break
+        values[position] = values[child]
+        indices[position] = indices[child]
+        position = child
+    values[position] = value
+    indices[position] = index
+
+
+@nb.njit(parallel=True, cache=True)
+def _sort_rows(values, indices) -> None:  # pragma: no cover - compiled by numba
+    """Sorts each row by ``(value, index)`` in place: heapsort (heapify first, so any row works)."""
+    n, k = values.shape
+    for r in nb.prange(n):
+        row_values = values[r]
+        row_indices = indices[r]
+        for position in range(k // 2 - 1, -1, -1):
+            _sift_down(row_values, row_indices, position, k)
+        for end in range(k - 1, 0, -1):
+            value, index = row_values[0], row_indices[0]
+            row_values[0], row_indices[0] = row_values[end], row_indices[end]
+            row_values[end], row_indices[end] = value, index
+            _sift_down(row_values, row_indices, 0, end)
+
+
 def sorted_heaps(
     heap_values: np.ndarray, heap_indices: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's heap entries in ascending ``(distance, index)`` order.
+    """Each row's entries in ascending ``(distance, index)`` order (new arrays).
 
     >>> sorted_heaps(np.array([[3.0, 1.0, 1.0]]), np.array([[0, 5, 2]]))
     (array([[1., 1., 3.]]), array([[2, 5, 0]]))
     """
-    order = np.lexsort((heap_indices, heap_values), axis=1)
-    return (
-        np.take_along_axis(heap_values, order, axis=1),
-        np.take_along_axis(heap_indices, order, axis=1),
-    )
+    values = np.array(heap_values, copy=True, order="C")
+    indices = np.array(heap_indices, copy=True, order="C")
+    if values.size:
+        _sort_rows(values, indices)
+    return values, indices
