@@ -88,11 +88,13 @@ def euclidean_grad_to_squared_(grad: torch.Tensor, distances: torch.Tensor) -> t
     return grad.div_(distances).nan_to_num_(nan=0.0, posinf=0.0, neginf=0.0)
 
 
-def _squared_euclidean(x: torch.Tensor, y: torch.Tensor, same: bool) -> torch.Tensor:
+def _squared_euclidean(
+    x: torch.Tensor, y: torch.Tensor, same: bool, out: torch.Tensor | None = None
+) -> torch.Tensor:
     x_sq = (x * x).sum(dim=1)
     y_sq = x_sq if same else (y * y).sum(dim=1)
     # addmm fuses the product with one of the norm terms: fewer passes over the (N, M) result.
-    squared = torch.addmm(y_sq.unsqueeze(0), x, y.T, alpha=-2.0)
+    squared = torch.addmm(y_sq.unsqueeze(0), x, y.T, alpha=-2.0, out=out)
     squared = squared.add_(x_sq.unsqueeze(1)).clamp_min_(0.0)
     if same:
         squared.diagonal().zero_()
@@ -127,9 +129,14 @@ def pairwise_distances(
 
 
 def pairwise_distances_unchecked(
-    x: torch.Tensor, y: torch.Tensor | None, metric: str
+    x: torch.Tensor, y: torch.Tensor | None, metric: str, out: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """:func:`pairwise_distances` without input checks, for callers that validated already."""
+    """:func:`pairwise_distances` without input checks, for callers that validated already.
+
+    ``out``: a contiguous ``(N, M)`` tensor of the result's dtype to write into, for callers that
+    compute many blocks in a loop (a fresh multi-megabyte buffer per block costs page faults);
+    not for inputs that require gradients.
+    """
     x = _as_compute_dtype(x)
     same = y is None
     if same:
@@ -140,14 +147,16 @@ def pairwise_distances_unchecked(
             common = torch.promote_types(x.dtype, y.dtype)
             x, y = x.to(common), y.to(common)
     if metric == "squared_euclidean":
-        return _squared_euclidean(x, y, same)
+        return _squared_euclidean(x, y, same, out)
     if metric == "euclidean":
-        return _safe_sqrt(_squared_euclidean(x, y, same), owned=True)
+        return _safe_sqrt(_squared_euclidean(x, y, same, out), owned=True)
     if metric == "cosine":
         x_unit = F.normalize(x, dim=1)
         y_unit = x_unit if same else F.normalize(y, dim=1)
         one = torch.ones((), dtype=x.dtype, device=x.device)
-        return torch.addmm(one, x_unit, y_unit.T, alpha=-1.0)
+        return torch.addmm(one, x_unit, y_unit.T, alpha=-1.0, out=out)
+    if out is not None:
+        return torch.mm(x, y.T, out=out).neg_()
     return -(x @ y.T)
 
 

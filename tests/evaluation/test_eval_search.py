@@ -115,9 +115,14 @@ def test_tiles_never_hold_the_full_distance_matrix(monkeypatch):
     shapes = []
     original = search.pairwise_distances_unchecked
 
-    def recording(x, y, metric):
+    def recording(x, y, metric, out=None):
         shapes.append((x.shape[0], y.shape[0]))
-        return original(x, y, metric)
+        if out is not None:  # the reused tile buffer is no larger than the tile
+            assert out.numel() == x.shape[0] * y.shape[0]
+            assert (
+                out.untyped_storage().nbytes() * (1 + search._TOPK_BYTES_PER_ELEMENT / 4) <= budget
+            )
+        return original(x, y, metric, out=out)
 
     monkeypatch.setattr(search, "pairwise_distances_unchecked", recording)
     monkeypatch.setattr(search, "_MAX_REFERENCE_TILE", 256)

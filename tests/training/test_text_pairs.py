@@ -222,3 +222,37 @@ def test_hard_batches_hold_the_mined_neighbours() -> None:
         progress=False,
     )
     assert len(seen) == 4 and all(len(g) == 1 for g in seen)  # one group per batch
+
+
+def _batch_all_reference(anchors, refs, margin):
+    """Brute-force batch-all over pairs: anchor i's positive is ref i, every other ref a negative;
+    the mean of [d(a, p) - d(a, n) + margin]+ over the triplets where it is > 0 (cosine)."""
+    a = torch.nn.functional.normalize(anchors.double(), dim=1)
+    r = torch.nn.functional.normalize(refs.double(), dim=1)
+    dist = 1 - a @ r.T
+    terms = [
+        float(dist[i, i] - dist[i, j] + margin)
+        for i in range(len(a))
+        for j in range(len(r))
+        if j != i
+    ]
+    active = [t for t in terms if t > 0]
+    return sum(active) / max(len(active), 1)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_triplet_step_against_brute_force(symmetric) -> None:
+    from tripletkit.losses import BatchTripletLoss
+    from tripletkit.training.text_pairs import _step
+
+    queries, documents = _pairs(5)
+    model = BagOfWords(seed=3)
+    loss_fn = BatchTripletLoss(margin=0.3, mining="all", distance="cosine")
+    with torch.no_grad():
+        got = float(_step(model, loss_fn, symmetric, queries, documents, [None] * 5))
+        q, d = model(queries), model(documents)
+    forward = _batch_all_reference(q, d, 0.3)
+    expected = (forward + _batch_all_reference(d, q, 0.3)) / 2 if symmetric else forward
+    assert got == pytest.approx(expected, rel=1e-5)
+    if symmetric:  # the reverse direction is not the forward one again
+        assert _batch_all_reference(d, q, 0.3) != pytest.approx(forward, rel=1e-3)

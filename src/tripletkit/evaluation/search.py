@@ -108,16 +108,41 @@ def _distance_dtype(queries: torch.Tensor, references: torch.Tensor) -> np.dtype
     return np.dtype(np.float64) if dtype == torch.float64 else np.dtype(np.float32)
 
 
+class _TileBuffer:
+    """One reusable buffer for the tiles of a search: computing each tile into fresh memory
+    costs page faults that take as long as a good part of the matrix product."""
+
+    def __init__(self) -> None:
+        self.storage: torch.Tensor | None = None
+
+    def view(self, rows: int, cols: int, dtype: torch.dtype) -> torch.Tensor:
+        if (
+            self.storage is None
+            or self.storage.dtype != dtype
+            or self.storage.numel() < rows * cols
+        ):
+            self.storage = torch.empty(rows * cols, dtype=dtype)
+        return self.storage[: rows * cols].view(rows, cols)
+
+
 def _tile(
     queries: torch.Tensor,
     references: torch.Tensor,
     metric: str,
     dtype: np.dtype,
     signed_zero: bool = True,
+    buffer: _TileBuffer | None = None,
 ) -> np.ndarray:
-    """Distances of a block of queries to a block of references, as a writable numpy array."""
+    """Distances of a block of queries to a block of references, as a writable numpy array
+    (with ``buffer``, a view of it, valid until the next tile of that buffer)."""
     with torch.no_grad():
-        block = pairwise_distances_unchecked(queries, references, metric)
+        out = None
+        if buffer is not None and queries.device.type == "cpu":
+            compute = torch.promote_types(
+                torch.promote_types(queries.dtype, references.dtype), torch.float32
+            )
+            out = buffer.view(queries.shape[0], references.shape[0], compute)
+        block = pairwise_distances_unchecked(queries, references, metric, out=out)
     values = np.ascontiguousarray(block.cpu().numpy(), dtype=dtype)
     if not signed_zero:
         # + 0.0 turns -0.0 into +0.0, so that the two zeros rank as equal in the packed sort keys.
@@ -186,6 +211,7 @@ def iter_knn(
         _query_block_rows(ref_tile, dtype.itemsize + _TOPK_BYTES_PER_ELEMENT, tile_bytes),
         _query_block_rows(k, dtype.itemsize + 8, tile_bytes),
     )
+    buffer = _TileBuffer()
     for start in range(0, n, query_rows):
         stop = min(start + query_rows, n)
         values = np.full((stop - start, k), np.inf, dtype=dtype)
@@ -193,7 +219,9 @@ def iter_knn(
         sizes = np.zeros(stop - start, dtype=np.int64)
         for ref_start in range(0, references.shape[0], ref_tile):
             ref_stop = min(ref_start + ref_tile, references.shape[0])
-            block = _tile(queries[start:stop], references[ref_start:ref_stop], distance, dtype)
+            block = _tile(
+                queries[start:stop], references[ref_start:ref_stop], distance, dtype, buffer=buffer
+            )
             skip = np.arange(start - ref_start, stop - ref_start, dtype=np.int64)
             if not same:
                 skip[:] = -1
@@ -224,12 +252,13 @@ def _symmetric_knn(
     sizes = np.zeros(n, dtype=np.int64)
     no_skip = np.full(side, -1, dtype=np.int64)
     diagonal = np.arange(side, dtype=np.int64)
+    buffer = _TileBuffer()
     for first in range(0, n, side):
         first_stop = min(first + side, n)
         rows = first_stop - first
         for second in range(first, n, side):
             second_stop = min(second + side, n)
-            block = _tile(x[first:first_stop], x[second:second_stop], metric, dtype)
+            block = _tile(x[first:first_stop], x[second:second_stop], metric, dtype, buffer=buffer)
             skip = diagonal[:rows] if second == first else no_skip[:rows]
             heap_merge_tile(block, False, first, second, skip, values, indices, sizes)
             if second != first:

@@ -179,7 +179,10 @@ def train_text_pairs(
         loss: ``"triplet"`` or ``"mnrl"``.
         margin: α of the triplet loss, in cosine distance (``[0, 2]``).
         triplet_mining: the :class:`~tripletkit.losses.BatchTripletLoss` mining mode.
-        temperature, symmetric: of the multiple-negatives ranking loss.
+        temperature: of the multiple-negatives ranking loss.
+        symmetric: also rank the queries for each positive (the reverse direction, averaged
+            with the forward one): MNRL's own option, and for the triplet loss each positive as
+            an anchor against the batch's queries.
         num_negatives: mined negatives per pair (with ``hard_batches``, the neighbours that
             a pair pulls into its batch).
         hard_batches: compose batches of mutually hard pairs (see the module docstring); mines
@@ -312,6 +315,7 @@ def train_text_pairs(
             step_loss = _step(
                 model,
                 loss_fn,
+                symmetric,
                 [queries[i] for i in batch],
                 [positives[i] for i in batch],
                 [None if hard_batches else current[i] for i in batch],
@@ -402,6 +406,7 @@ def hard_batch_plan(
 def _step(
     model: torch.nn.Module,
     loss_fn: torch.nn.Module,
+    symmetric: bool,
     batch_queries: list[str],
     batch_positives: list[str],
     batch_negatives: list[list[str] | None],
@@ -419,12 +424,20 @@ def _step(
     query_embeddings = _embed_batch(model, batch_queries)
     document_embeddings = _embed_batch(model, documents)
     if isinstance(loss_fn, BatchTripletLoss):
-        return loss_fn(
+        query_labels = query_labels.to(query_embeddings.device)
+        forward = loss_fn(
             query_embeddings,
-            query_labels.to(query_embeddings.device),
+            query_labels,
             document_embeddings,
             document_labels.to(query_embeddings.device),
         )
+        if not symmetric:
+            return forward
+        # Each positive as an anchor: its own query (or any query it answers) is its positive,
+        # the batch's other queries its negatives.
+        positives = document_embeddings[: len(batch_positives)]
+        reverse = loss_fn(positives, query_labels, query_embeddings, query_labels)
+        return (forward + reverse) / 2
     positives = document_embeddings[: len(batch_positives)]
     # A mined negative that is also a positive of the batch is already a candidate, with the
     # label of its pair; as an unlabelled hard negative it would be a false negative.
