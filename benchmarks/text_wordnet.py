@@ -242,6 +242,20 @@ TRIPLETKIT_RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
             "remine_every": 0.5,
         },
     ),
+    "tk-mnrl-hb-remine-2ep-b64": (
+        "as tk-mnrl-hb-remine-2ep, batch 64",
+        {
+            **_SHARED,
+            "epochs": 2,
+            "batch_size": 64,
+            "lr": 1e-4,
+            "loss": "mnrl",
+            "symmetric": True,
+            "hard_batches": True,
+            "num_negatives": 3,
+            "remine_every": 0.5,
+        },
+    ),
     "tk-mnrl-hn": (
         "tripletkit MNRL/InfoNCE (τ 0.05) + 1 mined hard negative (mined once)",
         {**_SHARED, "loss": "mnrl"},
