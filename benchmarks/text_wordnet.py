@@ -163,6 +163,17 @@ _SHARED = {"epochs": EPOCHS, "batch_size": BATCH_SIZE, "lr": LR, "warmup_fractio
 
 #: name → (description, options of train_text_pairs). Mining always uses the training documents
 #: as the corpus (never test or distractor synsets).
+# Hard batches: each pair pulls its 3 mined neighbours into its batch, mined again every half epoch.
+_HARD_BATCHES = {
+    **_SHARED,
+    "lr": 1e-4,
+    "hard_batches": True,
+    "num_negatives": 3,
+    "remine_every": 0.5,
+}
+_TRIPLET_HB = {**_HARD_BATCHES, "loss": "triplet", "margin": 0.1}
+_MNRL_HB = {**_HARD_BATCHES, "loss": "mnrl", "symmetric": True}
+
 TRIPLETKIT_RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
     "tk-triplet-hn-remine": (
         "tripletkit triplet loss (cosine, margin 0.3, batch-all over the in-batch and 1 mined "
@@ -178,83 +189,26 @@ TRIPLETKIT_RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
         "tripletkit triplet loss (cosine, margin 0.1, batch-all) over hard batches (each pair "
         "pulls its 3 mined nearest training pairs into its batch; no extra texts per step), "
         "re-mined at half epoch, lr 1e-4",
-        {
-            **_SHARED,
-            "lr": 1e-4,
-            "loss": "triplet",
-            "margin": 0.1,
-            "hard_batches": True,
-            "num_negatives": 3,
-            "remine_every": 0.5,
-        },
+        _TRIPLET_HB,
     ),
     "tk-triplet-hb-remine-sym": (
         "as tk-triplet-hb-remine, symmetric (each positive also an anchor against the batch's "
         "queries)",
-        {
-            **_SHARED,
-            "lr": 1e-4,
-            "loss": "triplet",
-            "margin": 0.1,
-            "symmetric": True,
-            "hard_batches": True,
-            "num_negatives": 3,
-            "remine_every": 0.5,
-        },
+        {**_TRIPLET_HB, "symmetric": True},
     ),
     "tk-triplet-hb-remine-sym-seed1": (
         "tk-triplet-hb-remine-sym with seed 1 (pair order and dropout): the run-to-run spread",
-        {
-            **_SHARED,
-            "lr": 1e-4,
-            "loss": "triplet",
-            "margin": 0.1,
-            "symmetric": True,
-            "hard_batches": True,
-            "num_negatives": 3,
-            "remine_every": 0.5,
-            "seed": 1,
-        },
+        {**_TRIPLET_HB, "symmetric": True, "seed": 1},
     ),
     "tk-mnrl-hb-remine": (
         "tripletkit MNRL/InfoNCE (τ 0.05, symmetric) over hard batches (3 mined neighbours), "
         "re-mined at half epoch, lr 1e-4",
-        {
-            **_SHARED,
-            "lr": 1e-4,
-            "loss": "mnrl",
-            "symmetric": True,
-            "hard_batches": True,
-            "num_negatives": 3,
-            "remine_every": 0.5,
-        },
+        _MNRL_HB,
     ),
-    "tk-mnrl-hb-remine-2ep": (
-        "as tk-mnrl-hb-remine, 2 epochs",
-        {
-            **_SHARED,
-            "epochs": 2,
-            "lr": 1e-4,
-            "loss": "mnrl",
-            "symmetric": True,
-            "hard_batches": True,
-            "num_negatives": 3,
-            "remine_every": 0.5,
-        },
-    ),
+    "tk-mnrl-hb-remine-2ep": ("as tk-mnrl-hb-remine, 2 epochs", {**_MNRL_HB, "epochs": 2}),
     "tk-mnrl-hb-remine-2ep-b64": (
         "as tk-mnrl-hb-remine-2ep, batch 64",
-        {
-            **_SHARED,
-            "epochs": 2,
-            "batch_size": 64,
-            "lr": 1e-4,
-            "loss": "mnrl",
-            "symmetric": True,
-            "hard_batches": True,
-            "num_negatives": 3,
-            "remine_every": 0.5,
-        },
+        {**_MNRL_HB, "epochs": 2, "batch_size": 64},
     ),
     "tk-mnrl-hn": (
         "tripletkit MNRL/InfoNCE (τ 0.05) + 1 mined hard negative (mined once)",

@@ -22,6 +22,28 @@ def _greater(v1, i1, v2, i2) -> bool:
 
 
 @nb.njit(cache=True, inline="always")
+def _sift_down(values, indices, position, end) -> None:
+    """Restore the max-heap order below ``position`` within ``[0, end)`` (1-D views)."""
+    value = values[position]
+    index = indices[position]
+    while True:
+        child = 2 * position + 1
+        if child >= end:
+            break
+        if child + 1 < end and _greater(
+            values[child + 1], indices[child + 1], values[child], indices[child]
+        ):
+            child += 1
+        if not _greater(values[child], indices[child], value, index):
+            break
+        values[position] = values[child]
+        indices[position] = indices[child]
+        position = child
+    values[position] = value
+    indices[position] = index
+
+
+@nb.njit(cache=True, inline="always")
 def _offer(values, indices, size, k, value, index) -> int:
     """Offer ``(value, index)`` to one row's heap (1-D views); return the new size."""
     if size < k:
@@ -36,22 +58,10 @@ def _offer(values, indices, size, k, value, index) -> int:
         values[position] = value
         indices[position] = index
         return size + 1
-    position = 0
-    while True:
-        child = 2 * position + 1
-        if child >= k:
-            break
-        if child + 1 < k and _greater(
-            values[child + 1], indices[child + 1], values[child], indices[child]
-        ):
-            child += 1
-        if not _greater(values[child], indices[child], value, index):
-            break
-        values[position] = values[child]
-        indices[position] = indices[child]
-        position = child
-    values[position] = value
-    indices[position] = index
+    # Full: the new pair replaces the worst (the root) and sinks to its place.
+    values[0] = value
+    indices[0] = index
+    _sift_down(values, indices, 0, k)
     return size
 
 
@@ -158,28 +168,6 @@ def _merge_columns(
                 if size == k:
                     worst_value[j] = heap_values[row, 0]
                     worst_index[j] = heap_indices[row, 0]
-
-
-@nb.njit(cache=True, inline="always")
-def _sift_down(values, indices, position, end) -> None:
-    """Restore the max-heap order below ``position`` within ``[0, end)`` (1-D views)."""
-    value = values[position]
-    index = indices[position]
-    while True:
-        child = 2 * position + 1
-        if child >= end:
-            break
-        if child + 1 < end and _greater(
-            values[child + 1], indices[child + 1], values[child], indices[child]
-        ):
-            child += 1
-        if not _greater(values[child], indices[child], value, index):
-            break
-        values[position] = values[child]
-        indices[position] = indices[child]
-        position = child
-    values[position] = value
-    indices[position] = index
 
 
 @nb.njit(parallel=True, cache=True)
