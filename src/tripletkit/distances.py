@@ -43,6 +43,7 @@ __all__ = [
     "pairwise_distances_vjp",
     "pairwise_distances_vjp_self",
     "resolve_distance",
+    "unit_rows",
     "unit_sphere_range",
 ]
 
@@ -128,14 +129,31 @@ def pairwise_distances(
     return pairwise_distances_unchecked(x, y, metric)
 
 
+def unit_rows(x: torch.Tensor) -> torch.Tensor:
+    """The rows of ``x`` scaled to unit length, in the compute dtype (a zero row stays zero):
+    what the cosine distance compares.
+
+    >>> unit_rows(torch.tensor([[3.0, 4.0], [0.0, 0.0]]))
+    tensor([[0.6000, 0.8000],
+            [0.0000, 0.0000]])
+    """
+    return F.normalize(_as_compute_dtype(x), dim=1)
+
+
 def pairwise_distances_unchecked(
-    x: torch.Tensor, y: torch.Tensor | None, metric: str, out: torch.Tensor | None = None
+    x: torch.Tensor,
+    y: torch.Tensor | None,
+    metric: str,
+    out: torch.Tensor | None = None,
+    *,
+    normalized: bool = False,
 ) -> torch.Tensor:
     """:func:`pairwise_distances` without input checks, for callers that validated already.
 
     ``out``: a contiguous ``(N, M)`` tensor of the result's dtype to write into, for callers that
     compute many blocks in a loop (a fresh multi-megabyte buffer per block costs page faults);
-    not for inputs that require gradients.
+    not for inputs that require gradients. ``normalized`` (cosine only): ``x`` and ``y`` come from
+    :func:`unit_rows` already, so a caller computing many blocks normalises each row once.
     """
     x = _as_compute_dtype(x)
     same = y is None
@@ -151,8 +169,8 @@ def pairwise_distances_unchecked(
     if metric == "euclidean":
         return _safe_sqrt(_squared_euclidean(x, y, same, out), owned=True)
     if metric == "cosine":
-        x_unit = F.normalize(x, dim=1)
-        y_unit = x_unit if same else F.normalize(y, dim=1)
+        x_unit = x if normalized else unit_rows(x)
+        y_unit = x_unit if same else (y if normalized else unit_rows(y))
         one = torch.ones((), dtype=x.dtype, device=x.device)
         return torch.addmm(one, x_unit, y_unit.T, alpha=-1.0, out=out)
     if out is not None:
@@ -234,8 +252,8 @@ def pairwise_distances_vjp(
         grad_x = 2.0 * (row_sum.unsqueeze(1) * xc - times_y(grad, yc))
         grad_y = 2.0 * (col_sum.unsqueeze(1) * yc - times_x(grad, xc))
     elif metric == "cosine":
-        grad_x = _normalize_vjp(xc, -times_y(grad, F.normalize(yc, dim=1)))
-        grad_y = _normalize_vjp(yc, -times_x(grad, F.normalize(xc, dim=1)))
+        grad_x = _normalize_vjp(xc, -times_y(grad, unit_rows(yc)))
+        grad_y = _normalize_vjp(yc, -times_x(grad, unit_rows(xc)))
     elif metric == "dot":
         grad_x = -times_y(grad, yc)
         grad_y = -times_x(grad, xc)
@@ -295,7 +313,7 @@ def pairwise_distances_vjp_self(
         weight = (grad.sum(dim=1) + grad.sum(dim=0)).unsqueeze(1)
         grad_x = factor * (weight * xc - times_symmetric(xc))
     elif metric == "cosine":
-        grad_x = _normalize_vjp(xc, -times_symmetric(F.normalize(xc, dim=1)))
+        grad_x = _normalize_vjp(xc, -times_symmetric(unit_rows(xc)))
     elif metric == "dot":
         grad_x = -times_symmetric(xc)
     else:

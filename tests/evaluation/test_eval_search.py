@@ -71,6 +71,22 @@ def test_symmetric_knn_with_wide_tiles_and_ties(metric, k):
     assert result.indices.tolist() == [row[:k] for row in expected]
 
 
+@pytest.mark.parametrize("tile_bytes", [300 * 300 * 8, 10**8])
+@pytest.mark.parametrize("k", [1, 3, 64])
+def test_screened_chunks_keep_every_neighbour(k, tile_bytes):
+    """Random float32 distances and a small k: once the heaps fill, nearly every chunk of 64
+    distances is skipped whole by the SIMD screen, so a wrong skip would lose a neighbour."""
+    generator = torch.Generator().manual_seed(11)
+    x = torch.randn(700, 16, generator=generator)
+    result = knn(x, k=k, distance="euclidean", tile_bytes=tile_bytes)
+    expected = reference.ranking(reference.dense_distances(x, x, "euclidean"), exclude_self=True)
+    assert result.indices.tolist() == [row[:k] for row in expected]
+    queries = torch.randn(50, 16, generator=generator)
+    result = knn(queries, x, k=k, distance="euclidean", tile_bytes=tile_bytes)
+    expected = reference.ranking(reference.dense_distances(queries, x, "euclidean"))
+    assert result.indices.tolist() == [row[:k] for row in expected]
+
+
 @pytest.mark.parametrize("metric", ["cosine", "euclidean", "dot"])
 def test_knn_on_random_float64_embeddings(metric):
     generator = torch.Generator().manual_seed(3)
@@ -115,22 +131,26 @@ def test_tiles_never_hold_the_full_distance_matrix(monkeypatch):
     shapes = []
     original = search.pairwise_distances_unchecked
 
-    def recording(x, y, metric, out=None):
+    def recording(x, y, metric, out=None, normalized=False):
         shapes.append((x.shape[0], y.shape[0]))
+        if normalized:  # rows scaled once for the whole search, not once per tile
+            norms = torch.linalg.vector_norm(torch.cat([x, y]), dim=1)
+            torch.testing.assert_close(norms, torch.ones_like(norms))
         if out is not None:  # the reused tile buffer is no larger than the tile
             assert out.numel() == x.shape[0] * y.shape[0]
             assert (
                 out.untyped_storage().nbytes() * (1 + search._TOPK_BYTES_PER_ELEMENT / 4) <= budget
             )
-        return original(x, y, metric, out=out)
+        return original(x, y, metric, out=out, normalized=normalized)
 
     monkeypatch.setattr(search, "pairwise_distances_unchecked", recording)
     monkeypatch.setattr(search, "_MAX_REFERENCE_TILE", 256)
     x = torch.randn(2_000, 16)
     budget = 200_000
-    for references in (None, x[:1_500]):  # against itself (symmetric tiles), and a reference set
+    cases = [(None, "euclidean"), (x[:1_500], "euclidean"), (None, "cosine"), (3 * x, "cosine")]
+    for references, metric in cases:  # against itself (symmetric tiles), and a reference set
         shapes.clear()
-        blocks = list(iter_knn(x, references, k=5, tile_bytes=budget))
+        blocks = list(iter_knn(x, references, k=5, distance=metric, tile_bytes=budget))
         assert sum(stop - start for start, stop, _, _ in blocks) == 2_000
         assert max(r * c for r, c in shapes) * (4 + search._TOPK_BYTES_PER_ELEMENT) <= budget
         assert max(c for _, c in shapes) <= 256

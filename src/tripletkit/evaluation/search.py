@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tripletkit.distances import METRICS, Metric, pairwise_distances_unchecked
+from tripletkit.distances import METRICS, Metric, pairwise_distances_unchecked, unit_rows
 from tripletkit.evaluation.topk_kernel import heap_merge_tile, sorted_heaps
 from tripletkit.validation import check_choice, check_embeddings, check_same_dim
 
@@ -103,6 +103,17 @@ def _check_search_inputs(
     return queries, references, False
 
 
+def _normalized_once(
+    queries: torch.Tensor, references: torch.Tensor, same: bool, distance: str
+) -> tuple[torch.Tensor, torch.Tensor, bool]:
+    """For the cosine distance, every row scaled to unit length here, once, instead of in each
+    tile it takes part in; returns ``(queries, references, normalized)``."""
+    if distance != "cosine":
+        return queries, references, False
+    queries = unit_rows(queries)
+    return queries, queries if same else unit_rows(references), True
+
+
 def _distance_dtype(queries: torch.Tensor, references: torch.Tensor) -> np.dtype:
     dtype = torch.promote_types(queries.dtype, references.dtype)
     return np.dtype(np.float64) if dtype == torch.float64 else np.dtype(np.float32)
@@ -132,9 +143,11 @@ def _tile(
     dtype: np.dtype,
     signed_zero: bool = True,
     buffer: _TileBuffer | None = None,
+    normalized: bool = False,
 ) -> np.ndarray:
     """Distances of a block of queries to a block of references, as a writable numpy array
-    (with ``buffer``, a view of it, valid until the next tile of that buffer)."""
+    (with ``buffer``, a view of it, valid until the next tile of that buffer; ``normalized``: the
+    rows come from :func:`_normalized_once`)."""
     with torch.no_grad():
         out = None
         if buffer is not None and queries.device.type == "cpu":
@@ -142,7 +155,9 @@ def _tile(
                 torch.promote_types(queries.dtype, references.dtype), torch.float32
             )
             out = buffer.view(queries.shape[0], references.shape[0], compute)
-        block = pairwise_distances_unchecked(queries, references, metric, out=out)
+        block = pairwise_distances_unchecked(
+            queries, references, metric, out=out, normalized=normalized
+        )
     values = np.ascontiguousarray(block.cpu().numpy(), dtype=dtype)
     if not signed_zero:
         # + 0.0 turns -0.0 into +0.0, so that the two zeros rank as equal in the packed sort keys.
@@ -197,8 +212,9 @@ def iter_knn(
         for start in range(0, n, max(n, 1)):
             yield start, n, np.empty((n, 0), dtype=dtype), np.empty((n, 0), dtype=np.int64)
         return
+    queries, references, normalized = _normalized_once(queries, references, same, distance)
     if same and n * k * (dtype.itemsize + 4) <= _SYMMETRIC_HEAP_BYTES:
-        values, indices = _symmetric_knn(queries, k, distance, dtype, tile_bytes)
+        values, indices = _symmetric_knn(queries, k, distance, dtype, tile_bytes, normalized)
         # The consumer's per-block work (sorting, relevance, metrics) takes ~64 bytes an entry.
         rows = _query_block_rows(k, 64, tile_bytes)
         for start in range(0, n, rows):
@@ -220,7 +236,12 @@ def iter_knn(
         for ref_start in range(0, references.shape[0], ref_tile):
             ref_stop = min(ref_start + ref_tile, references.shape[0])
             block = _tile(
-                queries[start:stop], references[ref_start:ref_stop], distance, dtype, buffer=buffer
+                queries[start:stop],
+                references[ref_start:ref_stop],
+                distance,
+                dtype,
+                buffer=buffer,
+                normalized=normalized,
             )
             skip = np.arange(start - ref_start, stop - ref_start, dtype=np.int64)
             if not same:
@@ -236,7 +257,7 @@ def _check_finite(values: np.ndarray) -> None:
 
 
 def _symmetric_knn(
-    x: torch.Tensor, k: int, metric: str, dtype: np.dtype, tile_bytes: int
+    x: torch.Tensor, k: int, metric: str, dtype: np.dtype, tile_bytes: int, normalized: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """k nearest neighbours of a set within itself, computing each distance once.
 
@@ -258,7 +279,14 @@ def _symmetric_knn(
         rows = first_stop - first
         for second in range(first, n, side):
             second_stop = min(second + side, n)
-            block = _tile(x[first:first_stop], x[second:second_stop], metric, dtype, buffer=buffer)
+            block = _tile(
+                x[first:first_stop],
+                x[second:second_stop],
+                metric,
+                dtype,
+                buffer=buffer,
+                normalized=normalized,
+            )
             skip = diagonal[:rows] if second == first else no_skip[:rows]
             heap_merge_tile(block, False, first, second, skip, values, indices, sizes)
             if second != first:
@@ -351,6 +379,7 @@ def iter_rankings(
     queries, references, same = _check_search_inputs(queries, references, distance)
     dtype = _distance_dtype(queries, references)
     num_refs = references.shape[0]
+    queries, references, normalized = _normalized_once(queries, references, same, distance)
     query_rows = _query_block_rows(num_refs, _RANKING_BYTES_PER_ELEMENT, tile_bytes)
     ref_tile = min(max(num_refs, 1), _MAX_REFERENCE_TILE)
     for start in range(0, queries.shape[0], query_rows):
@@ -359,7 +388,12 @@ def iter_rankings(
         for ref_start in range(0, num_refs, ref_tile):
             ref_stop = min(ref_start + ref_tile, num_refs)
             block[:, ref_start:ref_stop] = _tile(
-                queries[start:stop], references[ref_start:ref_stop], distance, dtype, False
+                queries[start:stop],
+                references[ref_start:ref_stop],
+                distance,
+                dtype,
+                False,
+                normalized=normalized,
             )
         if not bool(np.isfinite(block).all()):
             _check_complete(np.array([-1]))

@@ -3,8 +3,9 @@
 Each row owns a max-heap of its ``k`` best entries so far, ordered lexicographically by
 ``(distance, reference index)``: the root is the worst kept entry. A new distance is compared with
 the root once; only a strictly better pair enters (``O(log k)``). After the first few tiles almost
-every distance is rejected by that single comparison, so selecting costs about one comparison per
-distance, on all cores (rows are independent). Because the order is lexicographic, the result does
+every distance is rejected by that single comparison, and 64 adjacent distances are screened
+against their roots at once with SIMD compares, so most of a tile is passed over at memory speed,
+on all cores (rows are independent). Because the order is lexicographic, the result does
 not depend on the order in which tiles arrive, and ties at the k-th place keep the lowest indices.
 """
 
@@ -65,6 +66,30 @@ def _offer(values, indices, size, k, value, index) -> int:
     return size
 
 
+#: Distances screened together before any is looked at one by one: the screen is a branch-free
+#: loop over a contiguous 1-D view, which LLVM turns into SIMD compares (2-D indexing with a
+#: computed offset is not vectorised: each access checks for a negative index).
+_CHUNK = 64
+
+
+@nb.njit(cache=True, inline="always")
+def _any_within(chunk, worst) -> bool:
+    """Whether some entry of ``chunk`` is not above the scalar ``worst`` (NaN counts as within)."""
+    hits = 0
+    for j in range(chunk.shape[0]):
+        hits += not (chunk[j] > worst)
+    return hits > 0
+
+
+@nb.njit(cache=True, inline="always")
+def _any_within_each(chunk, worst) -> bool:
+    """Whether some ``chunk[j]`` is not above ``worst[j]`` (same length; NaN counts as within)."""
+    hits = 0
+    for j in range(chunk.shape[0]):
+        hits += not (chunk[j] > worst[j])
+    return hits > 0
+
+
 @nb.njit(parallel=True, cache=True)
 def heap_merge_tile(
     block: np.ndarray,
@@ -104,21 +129,27 @@ def heap_merge_tile(
         indices = heap_indices[row]
         size = heap_sizes[row]
         skip = skip_column[r]
+        line = block[r]
         # The worst kept entry, cached: most distances are rejected by comparing with it alone.
         full = size == k
         worst_value = values[0]
         worst_index = indices[0]
-        for c in range(cols):
-            value = block[r, c]
-            if full and value > worst_value:
+        for first in range(0, cols, _CHUNK):
+            chunk = line[first : min(first + _CHUNK, cols)]
+            if full and not _any_within(chunk, worst_value):
                 continue
-            index = ref_start + c
-            if (full and value == worst_value and index > worst_index) or c == skip:
-                continue
-            size = _offer(values, indices, size, k, value, index)
-            full = size == k
-            worst_value = values[0]
-            worst_index = indices[0]
+            for j in range(chunk.shape[0]):
+                value = chunk[j]
+                if full and value > worst_value:
+                    continue
+                c = first + j
+                index = ref_start + c
+                if (full and value == worst_value and index > worst_index) or c == skip:
+                    continue
+                size = _offer(values, indices, size, k, value, index)
+                full = size == k
+                worst_value = values[0]
+                worst_index = indices[0]
         heap_sizes[row] = size
 
 
@@ -145,22 +176,27 @@ def _merge_columns(
     strips = (rows + _STRIP - 1) // _STRIP
     for strip in nb.prange(strips):
         first = strip * _STRIP
-        width = min(first + _STRIP, rows) - first
+        stop = min(first + _STRIP, rows)
+        width = stop - first
         # Each column's worst kept entry, cached as in the row-wise loop; +inf while not full.
-        worst_value = np.empty(_STRIP, dtype=heap_values.dtype)
-        worst_index = np.empty(_STRIP, dtype=np.int64)
+        worst_value = np.empty(width, dtype=heap_values.dtype)
+        worst_index = np.empty(width, dtype=np.int64)
         for j in range(width):
             row = row_start + first + j
             full = heap_sizes[row] == k
             worst_value[j] = heap_values[row, 0] if full else np.inf
             worst_index[j] = heap_indices[row, 0] if full else _NO_INDEX
+        skips = skip_column[first:stop]
         for c in range(cols):
+            line = block[c, first:stop]
+            if not _any_within_each(line, worst_value):
+                continue
             index = ref_start + c
             for j in range(width):
-                value = block[c, first + j]
+                value = line[j]
                 if value > worst_value[j] or (value == worst_value[j] and index > worst_index[j]):
                     continue
-                if c == skip_column[first + j]:
+                if c == skips[j]:
                     continue
                 row = row_start + first + j
                 size = _offer(heap_values[row], heap_indices[row], heap_sizes[row], k, value, index)
