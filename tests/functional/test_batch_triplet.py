@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from unittest import mock
 
 import pytest
 import torch
@@ -107,6 +108,16 @@ def _assert_matches_reference(
             assert math.isclose(got, want, rel_tol=1e-9, abs_tol=1e-9)
 
 
+# The selection modes' backward pass takes a sparse or a dense gradient by how many pairs were
+# picked; small test batches would nearly always take the dense one, so both are forced here.
+PICKS_GRADIENTS = ("sparse", "dense")
+
+
+def picks_gradient(kind: str):
+    fraction = math.inf if kind == "sparse" else 0.0
+    return mock.patch.object(batch_triplet_module, "DENSE_PICKS_FRACTION", fraction)
+
+
 # Integer-valued embeddings make every euclidean/dot distance exact in float64 in both the library's
 # GEMM form and the reference's difference form, so ties (duplicated rows, equal distances, d_an
 # exactly at d_ap + margin) are real ties in both and exercise the tie rules.
@@ -151,22 +162,24 @@ def continuous_batches(draw, max_items=18):
     backend=st.sampled_from(("numba", "torch")),
     chunk_size=st.sampled_from((None, 1, 4)),
     dense_max=st.sampled_from((0, 48)),
+    picks_grad=st.sampled_from(PICKS_GRADIENTS),
 )
 def test_matches_reference_on_integer_grids(
-    batch, mining, distance, soft, margin, backend, chunk_size, dense_max
+    batch, mining, distance, soft, margin, backend, chunk_size, dense_max, picks_grad
 ):
     embeddings, labels = batch
-    _assert_matches_reference(
-        embeddings,
-        labels,
-        mining=mining,
-        distance=distance,
-        soft=soft,
-        margin=margin,
-        backend=backend,
-        chunk_size=chunk_size,
-        dense_max_positives=dense_max,
-    )
+    with picks_gradient(picks_grad):
+        _assert_matches_reference(
+            embeddings,
+            labels,
+            mining=mining,
+            distance=distance,
+            soft=soft,
+            margin=margin,
+            backend=backend,
+            chunk_size=chunk_size,
+            dense_max_positives=dense_max,
+        )
 
 
 @given(
@@ -177,21 +190,25 @@ def test_matches_reference_on_integer_grids(
     backend=st.sampled_from(("numba", "torch")),
     chunk_size=st.sampled_from((None, 3)),
     dense_max=st.sampled_from((0, 48)),
+    picks_grad=st.sampled_from(PICKS_GRADIENTS),
 )
-def test_matches_reference_with_cosine(batch, mining, soft, margin, backend, chunk_size, dense_max):
+def test_matches_reference_with_cosine(
+    batch, mining, soft, margin, backend, chunk_size, dense_max, picks_grad
+):
     embeddings, labels = batch
-    _assert_matches_reference(
-        embeddings,
-        labels,
-        mining=mining,
-        distance="cosine",
-        soft=soft,
-        margin=margin,
-        backend=backend,
-        chunk_size=chunk_size,
-        dense_max_positives=dense_max,
-        exact_ties=False,
-    )
+    with picks_gradient(picks_grad):
+        _assert_matches_reference(
+            embeddings,
+            labels,
+            mining=mining,
+            distance="cosine",
+            soft=soft,
+            margin=margin,
+            backend=backend,
+            chunk_size=chunk_size,
+            dense_max_positives=dense_max,
+            exact_ties=False,
+        )
 
 
 @given(
