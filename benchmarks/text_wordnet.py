@@ -206,6 +206,7 @@ TRIPLETKIT_RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
         _MNRL_HB,
     ),
     "tk-mnrl-hb-remine-2ep": ("as tk-mnrl-hb-remine, 2 epochs", {**_MNRL_HB, "epochs": 2}),
+    "tk-mnrl-hb-remine-3ep": ("as tk-mnrl-hb-remine, 3 epochs", {**_MNRL_HB, "epochs": 3}),
     "tk-mnrl-hb-remine-2ep-b64": (
         "as tk-mnrl-hb-remine-2ep, batch 64",
         {**_MNRL_HB, "epochs": 2, "batch_size": 64},

@@ -6,6 +6,7 @@ import math
 import warnings
 from unittest import mock
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import given
@@ -13,8 +14,9 @@ from hypothesis import strategies as st
 
 from tests.reference import reference_batch_triplet
 from tripletkit.errors import NoTripletsWarning
-from tripletkit.functional import MINING_MODES, batch_triplet_loss
+from tripletkit.functional import MINING_MODES, batch_triplet_loss, triplet_kernels_numba
 from tripletkit.functional import batch_triplet as batch_triplet_module
+from tripletkit.functional.mining_modes import MINING_CODES
 
 METRICS = ("squared_euclidean", "euclidean", "cosine", "dot")
 
@@ -492,3 +494,77 @@ class TestValidation:
     def test_numba_backend_refuses_non_cpu_requests(self):
         with pytest.raises(ValueError, match="unknown backend 'cuda'"):
             batch_triplet_loss(torch.randn(4, 2), torch.tensor([0, 0, 1, 1]), backend="cuda")
+
+
+def _float32_neighbours(value: float, steps: int = 3) -> set[float]:
+    """Float32 values within ``steps`` ulps of ``value`` rounded to float32."""
+    centre = np.float32(value)
+    found = {float(centre)}
+    for direction in (np.float32(-np.inf), np.float32(np.inf)):
+        current = centre
+        for _ in range(steps):
+            current = np.nextafter(current, direction)
+            found.add(float(current))
+    return found
+
+
+@given(
+    d_ap=st.floats(-8.0, 8.0, allow_nan=False),
+    margin=st.sampled_from((0.0, 1e-9, 0.1, 0.2, 0.3, 0.7, 1.0)),
+    mining=st.sampled_from(("all", "semihard-window", "hard-window")),
+)
+def test_float32_selection_bounds_select_what_float64_selects(d_ap, margin, mining):
+    """The range kernels compare float32 distances in float32 against bounds rounded outward:
+    exactly the negatives that the float64 thresholds select, at every float32 value near them."""
+    positives = np.array([d_ap])
+    thresholds = positives + margin
+    low, high = triplet_kernels_numba._selection_bounds(
+        positives, thresholds, MINING_CODES[mining], np.zeros(1, np.float32)
+    )
+    assert low.dtype == high.dtype == np.float32
+    candidates = _float32_neighbours(d_ap) | _float32_neighbours(thresholds[0])
+    for value in sorted(candidates):
+        if mining == "all":
+            wanted = value < thresholds[0]
+        elif mining == "semihard-window":
+            wanted = d_ap < value < thresholds[0]
+        else:
+            wanted = value <= d_ap
+        got = bool(low[0] < np.float32(value) < high[0])
+        assert got == wanted, (value, float(low[0]), float(high[0]))
+
+
+@given(
+    batch=integer_batches(),
+    mining=st.sampled_from(("all", "semihard-window", "hard-window")),
+    distance=st.sampled_from(("squared_euclidean", "dot")),
+    margin=st.sampled_from((0.0, 0.3, 0.7, 1.0)),
+)
+def test_float32_range_modes_match_the_float64_reference(batch, mining, distance, margin):
+    """Small integer coordinates give exact float32 distances: the same triplets are selected
+    as in float64, and loss and gradients agree to float32 precision."""
+    embeddings, labels = batch
+    x = embeddings.clone().requires_grad_()
+    expected = reference_batch_triplet(
+        x, labels, margin=margin, mining=mining, distance=distance, soft=False
+    )
+    (expected_grad,) = torch.autograd.grad(expected.loss, [x], allow_unused=True)
+    y = embeddings.float().requires_grad_()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NoTripletsWarning)
+        loss, stats = batch_triplet_loss(
+            y,
+            torch.tensor(labels),
+            margin=margin,
+            mining=mining,
+            distance=distance,
+            backend="numba",
+            return_stats=True,
+        )
+    (grad,) = torch.autograd.grad(loss, [y], allow_unused=True)
+    assert stats.num_selected == expected.num_selected
+    assert stats.num_active == expected.num_active
+    torch.testing.assert_close(loss.double(), expected.loss.detach(), rtol=1e-6, atol=1e-6)
+    want = torch.zeros_like(x) if expected_grad is None else expected_grad
+    got = torch.zeros_like(y) if grad is None else grad
+    torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=1e-6)

@@ -291,7 +291,7 @@ class _Plan:
         """Gradients of sum(slope * (d(a, p) - d(a, n))) over the picked pairs: through a sparse
         gradient, or a dense one when the picks fill enough of it (``DENSE_PICKS_FRACTION``)."""
         pos_grad, neg_grad, metric = picks.slope, -picks.slope, self.metric
-        if picks.pos_dist is not None:  # euclidean, through the squared distance: dD = dD² / 2D
+        if picks.pos_dist is not None:  # euclidean, via D²: dL/d(D²) = dL/dD / (2D)
             pos_grad = euclidean_grad_to_squared_(pos_grad * 0.5, picks.pos_dist)
             neg_grad = euclidean_grad_to_squared_(neg_grad * 0.5, picks.neg_dist)
             metric = "squared_euclidean"

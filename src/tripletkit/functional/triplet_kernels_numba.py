@@ -10,8 +10,11 @@ forms a selected triplet with positive ``j`` when ``d_n < t_j`` (all), ``d_ap(j)
 ``-(its number of selected positives)``, every positive ``+(its number of selected negatives)``)
 and is written during the same pass as the loss:
 
-* few positives (P <= ``dense_max``): one branch-free, vectorised pass over the row per positive,
-  counting and summing the selected negatives: O(P · M) simple operations on a row in L1 cache;
+* few positives (P <= ``dense_max``): one branch-free, vectorised pass over the row per positive
+  that only counts, per negative, how many positives select it (compared in the distances' own
+  dtype against bounds rounded outward, so float32 rows use the full SIMD width and select
+  exactly what the float64 thresholds select); one last pass turns the counts into the gradient
+  and the loss's sum of distances: O(P · M) simple operations on a row in L1 cache;
 * many positives: a binary search per negative gives the contiguous range ``[lo, hi)`` of sorted
   positives it is selected with; prefix sums of ``t`` give the range's loss, a difference array over
   the ranges the positives' gradients: O(M log P).
@@ -189,6 +192,60 @@ def _dense_range_pass(d, neg, low, high, inclusive_high, active_below, grad, wan
     return count, total, active
 
 
+@nb.njit(cache=True)
+def _selection_bounds(pos_sorted, thresholds, mode, like):
+    """Per positive, ``(low, high)`` in ``like``'s dtype such that ``low < d < high`` holds for a
+    value ``d`` of that dtype exactly when the mode selects it against that positive (in float64):
+    ``d < t_j`` (all), ``d_ap(j) < d < t_j`` (semihard-window), ``d <= d_ap(j)`` (hard-window).
+    A strict upper bound rounds up, a strict lower one down; ``d <= h`` becomes ``d < next(h)``."""
+    num_pos = pos_sorted.shape[0]
+    low = np.empty(num_pos, like.dtype)
+    high = np.empty(num_pos, like.dtype)
+    # Infinities of the same dtype: np.nextafter with a float64 direction would step in float64
+    # and round straight back.
+    infinity = np.empty(2, like.dtype)
+    infinity[0], infinity[1] = -np.inf, np.inf
+    for j in range(num_pos):
+        low[j] = infinity[0]
+        if mode == SEMIHARD_WINDOW:
+            low[j] = pos_sorted[j]  # rounds to nearest
+            if low[j] > pos_sorted[j]:
+                low[j] = np.nextafter(low[j], infinity[0])
+        if mode == HARD_WINDOW:
+            high[j] = pos_sorted[j]
+            if high[j] > pos_sorted[j]:
+                high[j] = np.nextafter(high[j], infinity[0])
+            high[j] = np.nextafter(high[j], infinity[1])
+        else:
+            high[j] = thresholds[j]
+            if high[j] < thresholds[j]:
+                high[j] = np.nextafter(high[j], infinity[1])
+    return low, high
+
+
+@nb.njit(cache=True, fastmath=_FASTMATH)
+def _count_pass(d, neg, low, high, times):
+    """One positive: count the negatives with ``low < d < high`` and add 1 to their ``times``."""
+    count = 0
+    for n in range(d.shape[0]):
+        value = d[n]
+        hit = neg[n] and value > low and value < high
+        times[n] += 1 if hit else 0
+        count += 1 if hit else 0
+    return count
+
+
+@nb.njit(cache=True, fastmath=_FASTMATH)
+def _settle_counts(d, times, grad, want_grad):
+    """Sum of ``times[n] * d[n]`` (float64); subtracts ``times`` from the gradient."""
+    total = 0.0
+    for n in range(d.shape[0]):
+        total += np.float64(d[n]) * times[n]
+        if want_grad:
+            grad[n] -= times[n]
+    return total
+
+
 @nb.njit(cache=True, fastmath=_FASTMATH)
 def _count_positives_below(d, pos_sorted, num_pos, below):
     """below[n] = number of positives with distance < d[n], one vectorised pass per positive."""
@@ -237,20 +294,27 @@ def _range_row(
                         pos_grad[j] += slope
         out[STAT_ACTIVE] = out[STAT_SELECTED]
     elif num_pos <= dense_max:
+        # Every selected triplet here has loss t_j - d_n > 0 (so it is active), except in
+        # hard-window with t_j == d_ap(j) (margin 0): those positives take the general pass.
+        # The others only count: times[n] = how many positives selected negative n, compared in
+        # d's own precision (twice the SIMD width for float32) against bounds rounded outward.
+        low_bound, high_bound = _selection_bounds(pos_sorted, thresholds, mode, d[:1])
+        times = np.zeros(num_refs, np.int32)
+        counted_loss = 0.0
         for j in range(num_pos):
-            if mode == ALL:
-                low, high, inclusive = -np.inf, thresholds[j], False
-            elif mode == SEMIHARD_WINDOW:
-                low, high, inclusive = pos_sorted[j], thresholds[j], False
-            else:  # HARD_WINDOW: its zero-loss triplets (d_n == t_j, margin 0) are not active
-                low, high, inclusive = -np.inf, pos_sorted[j], True
-            count, total, active = _dense_range_pass(
-                d, neg, low, high, inclusive, thresholds[j], grad, want_grad
-            )
-            out[STAT_LOSS_SUM] += count * thresholds[j] - total
+            if mode == HARD_WINDOW and not thresholds[j] > pos_sorted[j]:
+                count, total, active = _dense_range_pass(
+                    d, neg, -np.inf, pos_sorted[j], True, thresholds[j], grad, want_grad
+                )
+                out[STAT_LOSS_SUM] += count * thresholds[j] - total
+            else:
+                count = _count_pass(d, neg, low_bound[j], high_bound[j], times)
+                counted_loss += count * thresholds[j]
+                active = count
             out[STAT_SELECTED] += count
             out[STAT_ACTIVE] += active
             pos_grad[j] = active
+        out[STAT_LOSS_SUM] += counted_loss - _settle_counts(d, times, grad, want_grad)
     else:
         prefix = np.zeros(num_pos + 1, np.float64)
         for j in range(num_pos):
