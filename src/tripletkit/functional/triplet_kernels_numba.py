@@ -246,16 +246,6 @@ def _settle_counts(d, times, grad, want_grad):
     return total
 
 
-@nb.njit(cache=True, fastmath=_FASTMATH)
-def _count_positives_below(d, pos_sorted, num_pos, below):
-    """below[n] = number of positives with distance < d[n], one vectorised pass per positive."""
-    below[:] = 0
-    for j in range(num_pos):
-        level = pos_sorted[j]
-        for n in range(d.shape[0]):
-            below[n] += 1 if np.float64(d[n]) > level else 0
-
-
 @nb.njit(cache=True)
 def _range_row(
     d, anchor_label, ref_labels, pos_row, num_pos, margin, mode, soft, dense_max, grad, neg, out
@@ -420,9 +410,13 @@ def _pick_row(
     far_arg = _first_index(d, neg, far_d)
     # Bucket b holds the negatives with exactly b positives below them; the closest negative beyond
     # positive j is the minimum over buckets j+1..P (a bucket is a value range: no ties across).
-    below = np.empty(num_refs, np.int64)
+    below = np.zeros(num_refs, np.int32)
     if num_pos <= dense_max:
-        _count_positives_below(d, pos_sorted, num_pos, below)
+        # d_n > d_ap(j) counted in d's own dtype (bounds rounded down; no upper bound).
+        unbounded = np.full(num_pos, np.inf)
+        low, high = _selection_bounds(pos_sorted, unbounded, SEMIHARD_WINDOW, d[:1])
+        for j in range(num_pos):
+            _count_pass(d, neg, low[j], high[j], below)
     else:
         for n in range(num_refs):
             if neg[n]:
