@@ -207,6 +207,10 @@ TRIPLETKIT_RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
     ),
     "tk-mnrl-hb-remine-2ep": ("as tk-mnrl-hb-remine, 2 epochs", {**_MNRL_HB, "epochs": 2}),
     "tk-mnrl-hb-remine-3ep": ("as tk-mnrl-hb-remine, 3 epochs", {**_MNRL_HB, "epochs": 3}),
+    "tk-mnrl-hb-remine-2ep-t03": (
+        "as tk-mnrl-hb-remine-2ep, τ 0.03",
+        {**_MNRL_HB, "epochs": 2, "temperature": 0.03},
+    ),
     "tk-mnrl-hb-remine-2ep-b64": (
         "as tk-mnrl-hb-remine-2ep, batch 64",
         {**_MNRL_HB, "epochs": 2, "batch_size": 64},
