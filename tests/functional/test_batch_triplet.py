@@ -251,8 +251,8 @@ def test_matches_reference_against_a_reference_set(
 
 
 @pytest.mark.parametrize("mining", MINING_MODES)
-def test_recompute_strategy_for_picks_matches_reference(mining, monkeypatch):
-    """Selection modes whose picks exceed the budget recompute per chunk: same results."""
+def test_dense_strategy_for_picks_matches_reference(mining, monkeypatch):
+    """Selection modes whose picks exceed the budget take the dense per-chunk path: same results."""
     monkeypatch.setattr(batch_triplet_module, "PICKS_BUDGET", 0)
     generator = torch.Generator().manual_seed(3)
     embeddings = torch.randn(30, 3, generator=generator, dtype=torch.float64)
@@ -267,6 +267,75 @@ def test_recompute_strategy_for_picks_matches_reference(mining, monkeypatch):
             margin=0.3,
             chunk_size=chunk_size,
         )
+
+
+@pytest.mark.parametrize("mining", ["all", "semihard-window", "hard"])
+def test_each_chunk_is_measured_and_mined_once(mining, monkeypatch):
+    """The chunk's gradient is applied in the forward pass: backward neither recomputes the
+    distances nor mines again, and the result still equals the reference, also when the loss is
+    scaled and summed with another term before backward."""
+    monkeypatch.setattr(batch_triplet_module, "PICKS_BUDGET", 0)
+    calls = {"distances": 0, "mine": 0}
+    plan_class = batch_triplet_module._Plan
+    original_distances, original_mine = plan_class.distances, plan_class.mine
+
+    def counting_distances(self, *args):
+        calls["distances"] += 1
+        return original_distances(self, *args)
+
+    def counting_mine(self, *args):
+        calls["mine"] += 1
+        return original_mine(self, *args)
+
+    monkeypatch.setattr(plan_class, "distances", counting_distances)
+    monkeypatch.setattr(plan_class, "mine", counting_mine)
+    generator = torch.Generator().manual_seed(5)
+    embeddings = torch.randn(23, 4, generator=generator, dtype=torch.float64)
+    labels = torch.randint(0, 3, (23,), generator=generator)
+    x = embeddings.clone().requires_grad_()
+    loss = batch_triplet_loss(x, labels, margin=0.5, mining=mining, chunk_size=5)
+    (3.0 * loss + x.sum()).backward()
+    assert calls == {"distances": 5, "mine": 5}
+
+    reference = embeddings.clone().requires_grad_()
+    expected = reference_batch_triplet(
+        reference,
+        labels.tolist(),
+        margin=0.5,
+        mining=mining,
+        distance="squared_euclidean",
+        soft=False,
+    ).loss
+    (3.0 * expected + reference.sum()).backward()
+    torch.testing.assert_close(loss, expected, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(x.grad, reference.grad, rtol=1e-9, atol=1e-11)
+
+
+@pytest.mark.parametrize("mining", ["all", "hard"])
+def test_no_gradient_work_without_grad(mining, monkeypatch):
+    """Under ``torch.no_grad`` (or with inputs that need no gradient) the kernels are asked for
+    statistics only: the same loss, no gradient computed."""
+    monkeypatch.setattr(batch_triplet_module, "PICKS_BUDGET", 0)
+    asked = []
+    original = batch_triplet_module._Plan.mine
+
+    def recording_mine(self, dist, start, stop, table, want_grad):
+        asked.append(want_grad)
+        return original(self, dist, start, stop, table, want_grad)
+
+    monkeypatch.setattr(batch_triplet_module._Plan, "mine", recording_mine)
+    generator = torch.Generator().manual_seed(6)
+    x = torch.randn(20, 3, generator=generator, dtype=torch.float64).requires_grad_()
+    labels = torch.randint(0, 3, (20,), generator=generator)
+    with_grad = batch_triplet_loss(x, labels, mining=mining, chunk_size=8)
+    assert asked == [True] * 3
+    asked.clear()
+    with torch.no_grad():
+        without = batch_triplet_loss(x, labels, mining=mining, chunk_size=8)
+    plain = batch_triplet_loss(x.detach(), labels, mining=mining, chunk_size=8)
+    assert asked == [False] * 6
+    assert float(without) == float(with_grad.detach()) == float(plain)
+    assert not without.requires_grad and not plain.requires_grad
 
 
 def test_hand_checked_batch_hard():

@@ -4,8 +4,11 @@ No triplet is ever materialised. The anchors' distances to the references are co
 of anchors when a memory budget asks for it), and a per-anchor kernel
 (:mod:`~tripletkit.functional.triplet_kernels_numba` on CPU,
 :mod:`~tripletkit.functional.triplet_kernels_torch` elsewhere) mines every anchor's row exactly and
-writes the gradient with respect to the distances by hand. With several chunks the distances are
-recomputed in the backward pass instead of being kept, so peak memory stays O(chunk × M).
+writes the gradient with respect to the distances by hand. The loss is a sum over anchors, so
+each chunk's share of the gradient is final as soon as the chunk is mined: when a gradient is
+wanted it is carried to the embeddings right there, in the forward pass, and only the ``(B, D)``
+and ``(M, D)`` results are kept for the backward pass. Peak memory stays O(chunk × M), and no
+distance is computed or mined twice.
 """
 
 from __future__ import annotations
@@ -80,10 +83,11 @@ class _MiningSpec:
 #: and back-propagate through the picked pairs only, never touching the distance matrix again.
 PICKS_BUDGET = 2**22
 
-#: The picks' backward pass builds a dense ``(B, M)`` gradient (two plain matrix products) instead
-#: of a sparse one when the picked pairs fill at least this fraction of it (and it fits one chunk):
-#: measured at D = 128, sparse products cost ~2.5x more per entry, e.g. semi-hard with K = 32 at
-#: B = 1,024 (6% of the pairs picked): 8.4 ms sparse, 3.3 ms dense.
+#: Selection modes take the dense ``"eager"`` path instead (the kernel writes the picks into a
+#: ``(B, M)`` gradient, applied with two plain matrix products in the forward pass) when the picked
+#: pairs would fill at least this fraction of it and it fits one chunk: measured at D = 128, sparse
+#: products cost ~2.5x more per entry, e.g. semi-hard with K = 32 at B = 1,024 (6% of the pairs
+#: picked): 8.4 ms sparse, 3.3 ms dense.
 DENSE_PICKS_FRACTION = 1 / 32
 
 
@@ -122,19 +126,13 @@ class _Picks:
         return _Picks(*(joined(f) for f in _PICKS_FIELDS))
 
     def to_dense(self, start: int, shape: tuple[int, int], like: torch.Tensor) -> torch.Tensor:
-        """d(loss sum)/d(dist) of a chunk whose first anchor row is ``start``."""
+        """d(loss sum)/d(dist) of a chunk whose first anchor row is ``start`` (``like``'s dtype
+        and device; a pair picked twice adds up)."""
         rows = torch.cat([self.rows, self.rows]) - start
         cols = torch.cat([self.pos, self.neg])
-        return _dense_pair_grad(rows, cols, torch.cat([self.slope, -self.slope]), shape, like)
-
-
-def _dense_pair_grad(
-    rows, cols, values, shape: tuple[int, int], like: torch.Tensor
-) -> torch.Tensor:
-    """A ``shape`` matrix (``like``'s dtype and device) holding the sum of ``values`` at each
-    ``(rows, cols)`` cell (repeated cells add up)."""
-    grad = torch.zeros(shape, dtype=like.dtype, device=like.device)
-    return grad.index_put_((rows, cols), values.to(like.dtype), accumulate=True)
+        values = torch.cat([self.slope, -self.slope]).to(like.dtype)
+        grad = torch.zeros(shape, dtype=like.dtype, device=like.device)
+        return grad.index_put_((rows, cols), values, accumulate=True)
 
 
 _PICKS_FIELDS = ("rows", "pos", "neg", "slope", "pos_dist", "neg_dist")
@@ -196,11 +194,15 @@ def _mine_picks(
     table: PositiveTable,
     spec: _MiningSpec,
     start: int,
+    keep_picks: bool,
     keep_distances: bool = False,
-) -> tuple[torch.Tensor, _Picks]:
-    """Selection modes: per-anchor statistics and the picked triplets (rows offset by ``start``;
-    with ``keep_distances``, the picked pairs' distances too)."""
+    want_grad: bool = False,
+) -> tuple[torch.Tensor, _Picks | None, torch.Tensor | None]:
+    """Selection modes: per-anchor statistics, if ``keep_picks`` the picked triplets (rows offset
+    by ``start``; with ``keep_distances``, the picked pairs' distances too) and, if
+    ``want_grad``, the picks as d(sum of the chunk's losses)/d(dist)."""
     work = _kernel_input(dist)
+    grad = None
     if spec.backend == "numba":
         rows = work.shape[0]
         width = max(table.index.shape[1], 1) if spec.mode == SEMIHARD else 1
@@ -208,6 +210,7 @@ def _mine_picks(
         pick_pos = np.empty((rows, width), dtype=np.int64)
         pick_neg = np.empty((rows, width), dtype=np.int64)
         pick_slope = np.empty((rows, width), dtype=np.float64)
+        grad = torch.empty(work.shape if want_grad else (0, work.shape[1]), dtype=work.dtype)
         triplet_kernels_numba.mine_picks(
             work.numpy(),
             anchor_labels.numpy(),
@@ -222,8 +225,10 @@ def _mine_picks(
             pick_pos,
             pick_neg,
             pick_slope,
+            grad.numpy(),
         )
         tensors = [torch.from_numpy(a) for a in (stats, pick_pos, pick_neg, pick_slope)]
+        grad = grad if want_grad else None
     else:
         tensors = triplet_kernels_torch.mine_picks(
             work,
@@ -236,8 +241,13 @@ def _mine_picks(
             spec.soft,
         )
     stats, pick_pos, pick_neg, pick_slope = tensors
-    kept = dist.detach() if keep_distances else None
-    return stats, _Picks.from_kernel(start, pick_pos, pick_neg, pick_slope, kept)
+    picks = None
+    if keep_picks or (want_grad and grad is None):
+        kept = dist.detach() if keep_distances else None
+        picks = _Picks.from_kernel(start, pick_pos, pick_neg, pick_slope, kept)
+    if want_grad and grad is None:
+        grad = picks.to_dense(start, work.shape, work)
+    return stats, (picks if keep_picks else None), grad
 
 
 @dataclass
@@ -251,9 +261,11 @@ class _Plan:
     distance_fn: DistanceFn
     spec: _MiningSpec
     dtype: torch.dtype
-    # "picks": keep the picked pairs; "keep": keep the chunk's dense gradient (one chunk only);
-    # "recompute": recompute and re-mine every chunk in the backward pass.
+    # "picks": keep the picked pairs for the backward pass; "eager": apply each chunk's dense
+    # gradient in the forward pass and keep only the (B, D) and (M, D) results.
     strategy: str
+    want_grad: bool  # grad mode is on and an input requires grad
+    input_dtypes: tuple[torch.dtype, torch.dtype]
 
     def distances(self, anchors: torch.Tensor, refs: torch.Tensor) -> torch.Tensor:
         if self.metric is not None:
@@ -264,13 +276,19 @@ class _Plan:
         """Statistics and (picks or dense gradient or None) of one chunk."""
         labels = self.labels[start:stop]
         if self.spec.mode in _PICK_MODES:
-            keep_distances = self.strategy == "picks" and self.metric == "euclidean"
-            stats, picks = _mine_picks(
-                dist, labels, self.ref_labels, table, self.spec, start, keep_distances
+            keep_picks = self.strategy == "picks"
+            stats, picks, grad = _mine_picks(
+                dist,
+                labels,
+                self.ref_labels,
+                table,
+                self.spec,
+                start,
+                keep_picks,
+                keep_distances=keep_picks and self.metric == "euclidean",
+                want_grad=want_grad and not keep_picks,
             )
-            if self.strategy == "picks":
-                return stats, picks
-            return stats, (picks.to_dense(start, dist.shape, dist) if want_grad else None)
+            return stats, (picks if keep_picks else grad)
         return _mine_ranges(dist, labels, self.ref_labels, table, self.spec, want_grad)
 
     def dense_vjp(self, anchors, refs, grad_dist, dist, need_anchors, need_refs):
@@ -288,8 +306,8 @@ class _Plan:
         return grad_anchors, grad_refs
 
     def pairs_vjp(self, anchors, refs, picks: _Picks):
-        """Gradients of sum(slope * (d(a, p) - d(a, n))) over the picked pairs: through a sparse
-        gradient, or a dense one when the picks fill enough of it (``DENSE_PICKS_FRACTION``)."""
+        """Gradients of sum(slope * (d(a, p) - d(a, n))) over the picked pairs, through a sparse
+        gradient (picks that fill more of the matrix take the ``"eager"`` dense path instead)."""
         pos_grad, neg_grad, metric = picks.slope, -picks.slope, self.metric
         if picks.pos_dist is not None:  # euclidean, via D²: dL/d(D²) = dL/dD / (2D)
             pos_grad = euclidean_grad_to_squared_(pos_grad * 0.5, picks.pos_dist)
@@ -299,14 +317,8 @@ class _Plan:
         cols = torch.cat([picks.pos, picks.neg])
         values = torch.cat([pos_grad, neg_grad])
         shape = (anchors.shape[0], refs.shape[0])
-        cells = shape[0] * shape[1]
-        if cells <= DEFAULT_CHUNK_ELEMENTS and values.numel() >= DENSE_PICKS_FRACTION * cells:
-            grad = _dense_pair_grad(
-                rows, cols, values, shape, anchors.new_empty(0, dtype=self.dtype)
-            )
-        else:
-            indices = torch.stack([rows, cols])
-            grad = torch.sparse_coo_tensor(indices, values, shape, check_invariants=False)
+        indices = torch.stack([rows, cols])
+        grad = torch.sparse_coo_tensor(indices, values, shape, check_invariants=False)
         return pairwise_distances_vjp(anchors, refs, grad, metric)
 
 
@@ -319,50 +331,57 @@ class _MinedTripletLossSum(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, anchors: torch.Tensor, refs: torch.Tensor, plan: _Plan):
+        need_anchors, need_refs = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
+        eager = plan.strategy == "eager" and plan.want_grad and (need_anchors or need_refs)
         chunk_stats, kept = [], []
+        grad_anchors = grad_refs = None
         for start, stop, table in plan.chunks:
-            dist = plan.distances(anchors[start:stop], refs)
-            stats, grad_or_picks = plan.mine(dist, start, stop, table, plan.strategy == "keep")
+            chunk = anchors[start:stop]
+            dist = plan.distances(chunk, refs)
+            stats, grad_or_picks = plan.mine(dist, start, stop, table, eager)
             chunk_stats.append(stats)
-            if plan.strategy == "keep":
-                kept = [(dist, grad_or_picks)]
-            elif plan.strategy == "picks":
+            if plan.strategy == "picks":
                 kept.append(grad_or_picks)
+            elif eager:
+                # The loss is a sum: each chunk's share of the gradient is final once mined, so
+                # it is applied now, while the distances are at hand, instead of recomputing
+                # them (and mining again) in the backward pass.
+                grad_chunk, grad_ref_part = plan.dense_vjp(
+                    chunk, refs, grad_or_picks, dist, need_anchors, need_refs
+                )
+                del dist, grad_or_picks
+                if need_anchors:
+                    if grad_anchors is None:
+                        grad_anchors = grad_chunk.new_zeros(anchors.shape)
+                    grad_anchors[start:stop] = grad_chunk
+                if need_refs:
+                    grad_refs = grad_ref_part if grad_refs is None else grad_refs + grad_ref_part
         stats = torch.cat(chunk_stats)
-        ctx.kept = _Picks.cat(kept) if plan.strategy == "picks" else kept
-        ctx.save_for_backward(anchors, refs)
+        if plan.strategy == "picks":
+            ctx.kept = _Picks.cat(kept)
+            ctx.save_for_backward(anchors, refs)
+        else:
+            ctx.kept = (grad_anchors, grad_refs)
         ctx.plan = plan
         ctx.mark_non_differentiable(stats)
         return stats[:, _LOSS_SUM].sum().to(plan.dtype), stats
 
     @staticmethod
     def backward(ctx: Any, grad_loss: torch.Tensor, _grad_stats: torch.Tensor):
-        anchors, refs = ctx.saved_tensors
-        plan = ctx.plan
-        need_anchors, need_refs = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         # The loss is linear in the kernels' gradients: scale the (n, D) results, not (n, M).
         scale = grad_loss.to(torch.float64)
-        if plan.strategy == "picks":
-            grads = plan.pairs_vjp(anchors, refs, ctx.kept)
-            return (*tuple(None if g is None else g * scale.to(g.dtype) for g in grads), None)
-        grad_anchors = torch.zeros_like(anchors) if need_anchors else None
-        grad_refs = torch.zeros_like(refs) if need_refs else None
-        for start, stop, table in plan.chunks:
-            chunk = anchors[start:stop]
-            if plan.strategy == "keep":
-                dist, grad_dist = ctx.kept[0]
-            else:
-                with torch.no_grad():
-                    dist = plan.distances(chunk, refs)
-                _, grad_dist = plan.mine(dist, start, stop, table, True)
-            grad_chunk, grad_ref_part = plan.dense_vjp(
-                chunk, refs, grad_dist, dist, need_anchors, need_refs
-            )
-            if need_anchors:
-                grad_anchors[start:stop] += (grad_chunk * scale).to(anchors.dtype)
-            if need_refs:
-                grad_refs += (grad_ref_part * scale).to(refs.dtype)
-        return grad_anchors, grad_refs, None
+        if ctx.plan.strategy == "picks":
+            anchors, refs = ctx.saved_tensors
+            grads = ctx.plan.pairs_vjp(anchors, refs, ctx.kept)
+            dtypes = (anchors.dtype, refs.dtype)
+        else:
+            grads = ctx.kept
+            dtypes = ctx.plan.input_dtypes
+        scaled = tuple(
+            None if g is None else (g * scale.to(g.dtype)).to(dtype)
+            for g, dtype in zip(grads, dtypes, strict=True)
+        )
+        return (*scaled, None)
 
 
 def _resolve_backend(backend: str, device: torch.device) -> str:
@@ -458,8 +477,8 @@ def batch_triplet_loss(
         soft: use the soft margin ``softplus(d_ap - d_an)`` instead of the hinge.
         self_ref_index: ``(B,)`` int64, the reference index that is each anchor's own copy (-1:
             none); it is never a positive. Defaults to ``arange(B)`` when mining against itself.
-        chunk_size: anchors per chunk; None picks chunks of about 2**24 distances. With more than
-            one chunk the distances are recomputed in the backward pass.
+        chunk_size: anchors per chunk; None picks chunks of about 2**24 distances. Each chunk's
+            gradient is carried to the embeddings in the forward pass when one is wanted.
         backend: ``"auto"`` (numba on CPU, torch elsewhere), ``"numba"`` or ``"torch"``.
         dense_max_positives: numba kernel tuning: anchors with at most this many positives are
             mined with one vectorised pass per positive, others by binary search (same result).
@@ -543,10 +562,26 @@ def batch_triplet_loss(
     if mode in _PICK_MODES and metric is not None:
         width = int(pos_counts.max()) if mode == SEMIHARD else 1
         picks_fit = num_anchors * max(width, 1) <= PICKS_BUDGET
+        # Two gradient entries per pick; a sparse product costs more per entry than a dense one.
+        entries = 2 * (num_pos_pairs if mode == SEMIHARD else num_anchors)
+        cells = num_anchors * num_refs
+        dense_pays = cells <= DEFAULT_CHUNK_ELEMENTS and entries >= DENSE_PICKS_FRACTION * cells
+        picks_fit = picks_fit and not dense_pays
     else:
         picks_fit = False
-    strategy = "picks" if picks_fit else ("keep" if len(chunks) == 1 else "recompute")
-    plan = _Plan(chunks, labels, ref_labels, metric, distance_fn, spec, out_dtype, strategy)
+    want_grad = torch.is_grad_enabled() and (embeddings.requires_grad or refs.requires_grad)
+    plan = _Plan(
+        chunks,
+        labels,
+        ref_labels,
+        metric,
+        distance_fn,
+        spec,
+        out_dtype,
+        "picks" if picks_fit else "eager",
+        want_grad,
+        (embeddings.dtype, refs.dtype),
+    )
     loss_sum, stats = _MinedTripletLossSum.apply(embeddings, refs, plan)
 
     # A sum over every anchor's positive and negative distances is finite exactly when all are.

@@ -60,6 +60,12 @@ __all__ = ["DENSE_MAX_POSITIVES", "NUM_STATS", "mine_picks", "mine_ranges"]
 ) = range(8)
 NUM_STATS = 8
 
+#: Anchor rows per parallel task (they share scratch rows).
+_ROW_BLOCK = 16
+
+#: Rows at least this long are counted by binary search: a float32 count is exact below 2**24.
+EXACT_COUNT_LIMIT = 2**24
+
 #: Default switch between the per-positive vectorised passes (P <= this) and binary search.
 DENSE_MAX_POSITIVES = 48
 
@@ -118,34 +124,73 @@ def _loss_and_slope(x, margin, soft):
     return 0.0, 0.0
 
 
+@nb.njit(cache=True, inline="always")
+def _one_and_zero(like):
+    """1 and 0 in ``like``'s dtype."""
+    unit = np.zeros(2, like.dtype)
+    unit[0] = 1
+    return unit[0], unit[1]
+
+
+@nb.njit(cache=True, inline="always")
+def _infinity_and_zero(like):
+    """+inf and 0 in ``like``'s dtype."""
+    unit = np.zeros(2, like.dtype)
+    unit[0] = np.inf
+    return unit[0], unit[1]
+
+
+_MIN_LANES = 16
+
+
 @nb.njit(cache=True, fastmath=_FASTMATH)
-def _negative_pass(d, ref_labels, anchor_label, neg, out):
-    """Fill the row's negative mask and negative statistics; return the number of negatives."""
+def _row_min(values):
+    """The smallest value (float64), through independent lanes: LLVM does not vectorise a
+    floating-point min reduction by itself, and this runs once per anchor row."""
+    lanes = np.full(_MIN_LANES, np.inf, values.dtype)
+    size = values.shape[0]
+    whole = size - size % _MIN_LANES
+    for start in range(0, whole, _MIN_LANES):
+        for k in range(_MIN_LANES):
+            value = values[start + k]
+            lanes[k] = value if value < lanes[k] else lanes[k]
+    smallest = np.inf
+    for k in range(_MIN_LANES):
+        smallest = min(smallest, np.float64(lanes[k]))
+    for n in range(whole, size):
+        smallest = min(smallest, np.float64(values[n]))
+    return smallest
+
+
+@nb.njit(cache=True, fastmath=_FASTMATH)
+def _negative_pass(d, ref_labels, anchor_label, neg, masked, out):
+    """Fill the row's negative mask, ``masked`` (the negatives' distances, +inf elsewhere, so
+    that a range compare alone excludes the rest) and the negative statistics; return the
+    number of negatives."""
+    infinity, _ = _infinity_and_zero(d)
     total = 0.0
     count = 0
-    smallest = np.inf
     for n in range(d.shape[0]):
         is_neg = ref_labels[n] != anchor_label
         neg[n] = is_neg
-        value = np.float64(d[n])
-        total += value if is_neg else 0.0
+        masked[n] = d[n] if is_neg else infinity
+        total += np.float64(d[n]) if is_neg else 0.0
         count += 1 if is_neg else 0
-        smallest = min(smallest, value if is_neg else np.inf)
     out[STAT_NEG_SUM] = total
     out[STAT_NEG_COUNT] = count
-    out[STAT_NEG_MIN] = smallest
+    out[STAT_NEG_MIN] = _row_min(masked)
     return count
 
 
 @nb.njit(cache=True)
-def _row_prelude(d, anchor_label, ref_labels, pos_row, num_pos, neg, out):
+def _row_prelude(d, anchor_label, ref_labels, pos_row, num_pos, neg, masked, out):
     """Statistics, negative mask and the positives' distances of one row.
 
     Returns (number of negatives, positive distances in ``pos_row`` order).
     """
     for s in range(NUM_STATS):
         out[s] = 0.0
-    num_neg = _negative_pass(d, ref_labels, anchor_label, neg, out)
+    num_neg = _negative_pass(d, ref_labels, anchor_label, neg, masked, out)
     pos_d = np.empty(num_pos, np.float64)
     pos_max = -np.inf
     for j in range(num_pos):
@@ -224,15 +269,20 @@ def _selection_bounds(pos_sorted, thresholds, mode, like):
 
 
 @nb.njit(cache=True, fastmath=_FASTMATH)
-def _count_pass(d, neg, low, high, times):
-    """One positive: count the negatives with ``low < d < high`` and add 1 to their ``times``."""
-    count = 0
-    for n in range(d.shape[0]):
-        value = d[n]
-        hit = neg[n] and value > low and value < high
-        times[n] += 1 if hit else 0
-        count += 1 if hit else 0
-    return count
+def _count_pass(masked, low, high, times, one, zero):
+    """One positive: count the negatives with ``low < d < high`` and add 1 to their ``times``.
+
+    ``masked`` holds +inf for the non-negatives, which no bound selects. ``times``, ``one``,
+    ``zero`` and the count have the distances' dtype, exact for rows shorter than
+    ``EXACT_COUNT_LIMIT``: the loop is two compares and two adds per element in the full SIMD
+    width of that dtype (a float64 literal or an integer count would halve it)."""
+    count = zero
+    for n in range(masked.shape[0]):
+        value = masked[n]
+        hit = one if (value > low and value < high) else zero
+        times[n] += hit
+        count += hit
+    return int(count)
 
 
 @nb.njit(cache=True, fastmath=_FASTMATH)
@@ -248,14 +298,26 @@ def _settle_counts(d, times, grad, want_grad):
 
 @nb.njit(cache=True)
 def _range_row(
-    d, anchor_label, ref_labels, pos_row, num_pos, margin, mode, soft, dense_max, grad, neg, out
+    d,
+    anchor_label,
+    ref_labels,
+    pos_row,
+    num_pos,
+    margin,
+    mode,
+    soft,
+    dense_max,
+    grad,
+    neg,
+    masked,
+    out,
 ):
     """Mine one anchor row in a range mode; with ``grad`` of length > 0, write d(loss)/d(d)."""
     num_refs = d.shape[0]
     want_grad = grad.shape[0] > 0
     if want_grad:
         grad[:] = 0.0
-    num_neg, pos_d = _row_prelude(d, anchor_label, ref_labels, pos_row, num_pos, neg, out)
+    num_neg, pos_d = _row_prelude(d, anchor_label, ref_labels, pos_row, num_pos, neg, masked, out)
     if num_pos == 0 or num_neg == 0:
         return
     pos_sorted, pos_ref = _sort_positives(pos_d, pos_row, num_pos)
@@ -283,13 +345,14 @@ def _range_row(
                         grad[n] -= slope
                         pos_grad[j] += slope
         out[STAT_ACTIVE] = out[STAT_SELECTED]
-    elif num_pos <= dense_max:
+    elif num_pos <= dense_max and num_refs < EXACT_COUNT_LIMIT:
         # Every selected triplet here has loss t_j - d_n > 0 (so it is active), except in
         # hard-window with t_j == d_ap(j) (margin 0): those positives take the general pass.
         # The others only count: times[n] = how many positives selected negative n, compared in
         # d's own precision (twice the SIMD width for float32) against bounds rounded outward.
         low_bound, high_bound = _selection_bounds(pos_sorted, thresholds, mode, d[:1])
-        times = np.zeros(num_refs, np.int32)
+        times = np.zeros(num_refs, d.dtype)
+        one, zero = _one_and_zero(d)
         counted_loss = 0.0
         for j in range(num_pos):
             if mode == HARD_WINDOW and not thresholds[j] > pos_sorted[j]:
@@ -298,7 +361,7 @@ def _range_row(
                 )
                 out[STAT_LOSS_SUM] += count * thresholds[j] - total
             else:
-                count = _count_pass(d, neg, low_bound[j], high_bound[j], times)
+                count = _count_pass(masked, low_bound[j], high_bound[j], times, one, zero)
                 counted_loss += count * thresholds[j]
                 active = count
             out[STAT_SELECTED] += count
@@ -372,6 +435,7 @@ def _pick_row(
     pick_neg,
     pick_slope,
     neg,
+    masked,
     out,
 ):
     """Mine one anchor row in a selection mode; record the picked triplets and their slopes."""
@@ -379,7 +443,7 @@ def _pick_row(
     pick_pos[:] = 0
     pick_neg[:] = 0
     pick_slope[:] = 0.0
-    num_neg, pos_d = _row_prelude(d, anchor_label, ref_labels, pos_row, num_pos, neg, out)
+    num_neg, pos_d = _row_prelude(d, anchor_label, ref_labels, pos_row, num_pos, neg, masked, out)
     if num_pos == 0 or num_neg == 0:
         return
 
@@ -410,13 +474,14 @@ def _pick_row(
     far_arg = _first_index(d, neg, far_d)
     # Bucket b holds the negatives with exactly b positives below them; the closest negative beyond
     # positive j is the minimum over buckets j+1..P (a bucket is a value range: no ties across).
-    below = np.zeros(num_refs, np.int32)
-    if num_pos <= dense_max:
+    below = np.zeros(num_refs, d.dtype)
+    one, zero = _one_and_zero(d)
+    if num_pos <= dense_max and num_refs < EXACT_COUNT_LIMIT:
         # d_n > d_ap(j) counted in d's own dtype (bounds rounded down; no upper bound).
         unbounded = np.full(num_pos, np.inf)
         low, high = _selection_bounds(pos_sorted, unbounded, SEMIHARD_WINDOW, d[:1])
         for j in range(num_pos):
-            _count_pass(d, neg, low[j], high[j], below)
+            _count_pass(masked, low[j], high[j], below, one, zero)
     else:
         for n in range(num_refs):
             if neg[n]:
@@ -426,7 +491,7 @@ def _pick_row(
     for n in range(num_refs):
         if neg[n]:
             value = np.float64(d[n])
-            b = below[n]
+            b = int(below[n])
             if value < bucket_min[b]:  # strict: ties keep the lowest index
                 bucket_min[b] = value
                 bucket_arg[b] = n
@@ -467,22 +532,27 @@ def mine_ranges(
     """
     want_grad = grad.shape[0] > 0
     no_grad = np.empty(0, dist.dtype)
-    for i in nb.prange(dist.shape[0]):
+    rows = dist.shape[0]
+    for block in nb.prange((rows + _ROW_BLOCK - 1) // _ROW_BLOCK):
+        # Scratch rows shared by a block of anchor rows: one allocation per block, not per row.
         neg = np.empty(dist.shape[1], np.bool_)
-        _range_row(
-            dist[i],
-            anchor_labels[i],
-            ref_labels,
-            pos_index[i],
-            pos_count[i],
-            margin,
-            mode,
-            soft,
-            dense_max,
-            grad[i] if want_grad else no_grad,
-            neg,
-            stats[i],
-        )
+        masked = np.empty(dist.shape[1], dist.dtype)
+        for i in range(block * _ROW_BLOCK, min(rows, (block + 1) * _ROW_BLOCK)):
+            _range_row(
+                dist[i],
+                anchor_labels[i],
+                ref_labels,
+                pos_index[i],
+                pos_count[i],
+                margin,
+                mode,
+                soft,
+                dense_max,
+                grad[i] if want_grad else no_grad,
+                neg,
+                masked,
+                stats[i],
+            )
 
 
 @nb.njit(parallel=True, cache=True)
@@ -500,28 +570,44 @@ def mine_picks(
     pick_pos,
     pick_neg,
     pick_slope,
+    grad,
 ):
     """Mine every row of ``dist`` ``(c, M)`` in a selection mode.
 
     Fills ``stats`` and, per row, the picked triplets: ``pick_pos``/``pick_neg`` ``(c, W)`` int64
     reference indices and ``pick_slope`` ``(c, W)`` float64 d(loss)/d(d_ap - d_an), where W is 1
     (hard, easy-positive) or the width of ``pos_index`` (semihard); unused slots have slope 0.
+    When ``grad`` has ``c`` rows (not 0), also writes the picks as d(sum of the rows' losses)/
+    d(dist) into it (fully overwritten; same dtype as ``dist``).
     """
-    for i in nb.prange(dist.shape[0]):
+    rows = dist.shape[0]
+    want_grad = grad.shape[0] > 0
+    for block in nb.prange((rows + _ROW_BLOCK - 1) // _ROW_BLOCK):
         neg = np.empty(dist.shape[1], np.bool_)
-        _pick_row(
-            dist[i],
-            anchor_labels[i],
-            ref_labels,
-            pos_index[i],
-            pos_count[i],
-            margin,
-            mode,
-            soft,
-            dense_max,
-            pick_pos[i],
-            pick_neg[i],
-            pick_slope[i],
-            neg,
-            stats[i],
-        )
+        masked = np.empty(dist.shape[1], dist.dtype)
+        for i in range(block * _ROW_BLOCK, min(rows, (block + 1) * _ROW_BLOCK)):
+            _pick_row(
+                dist[i],
+                anchor_labels[i],
+                ref_labels,
+                pos_index[i],
+                pos_count[i],
+                margin,
+                mode,
+                soft,
+                dense_max,
+                pick_pos[i],
+                pick_neg[i],
+                pick_slope[i],
+                neg,
+                masked,
+                stats[i],
+            )
+            if want_grad:
+                row = grad[i]
+                row[:] = 0.0
+                for w in range(pick_slope.shape[1]):
+                    slope = pick_slope[i, w]
+                    if slope != 0.0:
+                        row[pick_pos[i, w]] += slope
+                        row[pick_neg[i, w]] -= slope

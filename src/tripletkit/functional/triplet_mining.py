@@ -75,6 +75,7 @@ def _picked(
             pick_pos,
             pick_neg,
             pick_slope,
+            np.empty((0, work.shape[1]), dtype=work.numpy().dtype),  # no gradient
         )
         stats, pick_pos, pick_neg = (torch.from_numpy(a) for a in (stats, pick_pos, pick_neg))
     else:
