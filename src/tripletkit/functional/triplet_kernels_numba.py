@@ -163,6 +163,26 @@ def _row_min(values):
 
 
 @nb.njit(cache=True, fastmath=_FASTMATH)
+def _row_max_finite(values):
+    """The largest finite value (float64; -inf if none), through independent lanes."""
+    lanes = np.full(_MIN_LANES, -np.inf, values.dtype)
+    infinity, _ = _infinity_and_zero(values)
+    size = values.shape[0]
+    whole = size - size % _MIN_LANES
+    for start in range(0, whole, _MIN_LANES):
+        for k in range(_MIN_LANES):
+            value = values[start + k]
+            lanes[k] = value if (value > lanes[k] and value < infinity) else lanes[k]
+    largest = -np.inf
+    for k in range(_MIN_LANES):
+        largest = max(largest, np.float64(lanes[k]))
+    for n in range(whole, size):
+        if values[n] < infinity:
+            largest = max(largest, np.float64(values[n]))
+    return largest
+
+
+@nb.njit(cache=True, fastmath=_FASTMATH)
 def _negative_pass(d, ref_labels, anchor_label, neg, masked, out):
     """Fill the row's negative mask, ``masked`` (the negatives' distances, +inf elsewhere, so
     that a range compare alone excludes the rest) and the negative statistics; return the
@@ -467,10 +487,7 @@ def _pick_row(
 
     # semihard
     pos_sorted, pos_ref = _sort_positives(pos_d, pos_row, num_pos)
-    far_d = -np.inf
-    for n in range(num_refs):
-        if neg[n]:
-            far_d = max(far_d, np.float64(d[n]))
+    far_d = _row_max_finite(masked)
     far_arg = _first_index(d, neg, far_d)
     # Bucket b holds the negatives with exactly b positives below them; the closest negative beyond
     # positive j is the minimum over buckets j+1..P (a bucket is a value range: no ties across).
