@@ -60,9 +60,6 @@ __all__ = ["DENSE_MAX_POSITIVES", "NUM_STATS", "mine_picks", "mine_ranges"]
 ) = range(8)
 NUM_STATS = 8
 
-#: Anchor rows per parallel task (they share scratch rows).
-_ROW_BLOCK = 16
-
 #: Rows at least this long are counted by binary search: a float32 count is exact below 2**24.
 EXACT_COUNT_LIMIT = 2**24
 
@@ -549,27 +546,24 @@ def mine_ranges(
     """
     want_grad = grad.shape[0] > 0
     no_grad = np.empty(0, dist.dtype)
-    rows = dist.shape[0]
-    for block in nb.prange((rows + _ROW_BLOCK - 1) // _ROW_BLOCK):
-        # Scratch rows shared by a block of anchor rows: one allocation per block, not per row.
+    for i in nb.prange(dist.shape[0]):
         neg = np.empty(dist.shape[1], np.bool_)
         masked = np.empty(dist.shape[1], dist.dtype)
-        for i in range(block * _ROW_BLOCK, min(rows, (block + 1) * _ROW_BLOCK)):
-            _range_row(
-                dist[i],
-                anchor_labels[i],
-                ref_labels,
-                pos_index[i],
-                pos_count[i],
-                margin,
-                mode,
-                soft,
-                dense_max,
-                grad[i] if want_grad else no_grad,
-                neg,
-                masked,
-                stats[i],
-            )
+        _range_row(
+            dist[i],
+            anchor_labels[i],
+            ref_labels,
+            pos_index[i],
+            pos_count[i],
+            margin,
+            mode,
+            soft,
+            dense_max,
+            grad[i] if want_grad else no_grad,
+            neg,
+            masked,
+            stats[i],
+        )
 
 
 @nb.njit(parallel=True, cache=True)
@@ -597,34 +591,32 @@ def mine_picks(
     When ``grad`` has ``c`` rows (not 0), also writes the picks as d(sum of the rows' losses)/
     d(dist) into it (fully overwritten; same dtype as ``dist``).
     """
-    rows = dist.shape[0]
     want_grad = grad.shape[0] > 0
-    for block in nb.prange((rows + _ROW_BLOCK - 1) // _ROW_BLOCK):
+    for i in nb.prange(dist.shape[0]):
         neg = np.empty(dist.shape[1], np.bool_)
         masked = np.empty(dist.shape[1], dist.dtype)
-        for i in range(block * _ROW_BLOCK, min(rows, (block + 1) * _ROW_BLOCK)):
-            _pick_row(
-                dist[i],
-                anchor_labels[i],
-                ref_labels,
-                pos_index[i],
-                pos_count[i],
-                margin,
-                mode,
-                soft,
-                dense_max,
-                pick_pos[i],
-                pick_neg[i],
-                pick_slope[i],
-                neg,
-                masked,
-                stats[i],
-            )
-            if want_grad:
-                row = grad[i]
-                row[:] = 0.0
-                for w in range(pick_slope.shape[1]):
-                    slope = pick_slope[i, w]
-                    if slope != 0.0:
-                        row[pick_pos[i, w]] += slope
-                        row[pick_neg[i, w]] -= slope
+        _pick_row(
+            dist[i],
+            anchor_labels[i],
+            ref_labels,
+            pos_index[i],
+            pos_count[i],
+            margin,
+            mode,
+            soft,
+            dense_max,
+            pick_pos[i],
+            pick_neg[i],
+            pick_slope[i],
+            neg,
+            masked,
+            stats[i],
+        )
+        if want_grad:
+            row = grad[i]
+            row[:] = 0.0
+            for w in range(pick_slope.shape[1]):
+                slope = pick_slope[i, w]
+                if slope != 0.0:
+                    row[pick_pos[i, w]] += slope
+                    row[pick_neg[i, w]] -= slope
