@@ -51,6 +51,8 @@ class Measurement:
         median_s: median seconds of one step (None unless ok).
         times_s: every timed step.
         peak_rss_mb: the largest RSS seen for the process tree, in MiB (also for oom/timeout).
+        peak_gpu_mb: the CUDA allocator's peak (``torch.cuda.max_memory_allocated``), in MiB,
+            when the target used a CUDA device.
         detail: the error message, or what the target reported (``extra``).
     """
 
@@ -61,6 +63,7 @@ class Measurement:
     times_s: list[float] = field(default_factory=list)
     peak_rss_mb: float | None = None
     detail: Any = None
+    peak_gpu_mb: float | None = None
 
 
 _CHILD = r"""
@@ -80,7 +83,11 @@ while len(times) < repeats or (time.perf_counter() - start < min_time and len(ti
     times.append(time.perf_counter() - t0)
 if callable(extra):
     extra = extra()
-print("@@RESULT@@" + json.dumps({{"times": times, "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "extra": extra}}))
+gpu = None
+torch = sys.modules.get("torch")
+if torch is not None and torch.cuda.is_initialized():
+    gpu = torch.cuda.max_memory_allocated()
+print("@@RESULT@@" + json.dumps({{"times": times, "maxrss_kb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, "gpu_bytes": gpu, "extra": extra}}))
 """
 
 
@@ -172,6 +179,7 @@ def measure(
         times_s=result["times"],
         peak_rss_mb=peak / 2**20,
         detail=result["extra"],
+        peak_gpu_mb=None if result.get("gpu_bytes") is None else result["gpu_bytes"] / 2**20,
     )
 
 
@@ -206,10 +214,15 @@ def save_results(stem: str, measurements: list[Measurement], extra: dict | None 
 
 
 def format_outcome(m: Measurement) -> str:
-    """``0.123 s / 456 MiB``, or ``out of memory (> 20 GB)`` / ``timeout`` / ``error``."""
+    """``0.123 s / 456 MiB`` (``/ 789 MiB GPU`` on a CUDA device: the allocator's peak), or
+    ``out of memory (> 20 GB)`` / ``timeout`` / ``error``."""
     if m.status == "ok":
+        if m.peak_gpu_mb is not None:
+            return f"{m.median_s:.4f} s / {m.peak_gpu_mb:,.0f} MiB GPU"
         return f"{m.median_s:.3f} s / {m.peak_rss_mb:,.0f} MiB"
     if m.status == "oom":
+        if str(m.config.get("device", "cpu")).startswith("cuda") and "CUDA" in str(m.detail):
+            return "out of GPU memory"
         return f"out of memory (> {m.peak_rss_mb / 1024:.1f} GiB)"
     if m.status == "timeout":
         return "timeout"

@@ -36,12 +36,14 @@ def _assert_matches_reference(
     chunk_size=None,
     dense_max_positives=48,
     exact_ties=True,
+    device="cpu",
 ):
     """Loss, gradients and statistics of the library equal the reference (float64).
 
     With ``exact_ties=False`` the gradients are compared summed over groups of identical rows:
     a GEMM may round the distances to two identical rows differently, so which of the two a tie
-    picks is not defined there, while the gradient of the group is.
+    picks is not defined there, while the gradient of the group is. ``device``: where the library
+    computes (the reference always runs on the CPU).
     """
     x = embeddings.clone().requires_grad_()
     r = None if refs is None else refs.clone().requires_grad_()
@@ -59,26 +61,31 @@ def _assert_matches_reference(
     inputs = [x] if r is None else [x, r]
     expected_grads = torch.autograd.grad(expected.loss, inputs, allow_unused=True)
 
-    y = embeddings.clone().requires_grad_()
-    s = None if refs is None else refs.clone().requires_grad_()
+    y = embeddings.clone().to(device).requires_grad_()
+    s = None if refs is None else refs.clone().to(device).requires_grad_()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NoTripletsWarning)
         loss, stats = batch_triplet_loss(
             y,
-            torch.tensor(labels),
+            torch.tensor(labels, device=device),
             s,
-            None if ref_labels is None else torch.tensor(ref_labels),
+            None if ref_labels is None else torch.tensor(ref_labels, device=device),
             margin=margin,
             mining=mining,
             distance=distance,
             soft=soft,
-            self_ref_index=None if self_ref_index is None else torch.tensor(self_ref_index),
+            self_ref_index=(
+                None if self_ref_index is None else torch.tensor(self_ref_index, device=device)
+            ),
             backend=backend,
             chunk_size=chunk_size,
             dense_max_positives=dense_max_positives,
             return_stats=True,
         )
     grads = torch.autograd.grad(loss, [y] if s is None else [y, s], allow_unused=True)
+    assert loss.device == y.device
+    loss = loss.cpu()
+    grads = [None if g is None else g.cpu() for g in grads]
 
     torch.testing.assert_close(loss.detach(), expected.loss.detach(), rtol=1e-9, atol=1e-10)
     for source, got, want in zip([embeddings, refs], grads, expected_grads, strict=False):
