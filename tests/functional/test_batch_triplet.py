@@ -326,9 +326,9 @@ def test_no_gradient_work_without_grad(mining, monkeypatch):
     asked = []
     original = batch_triplet_module._Plan.mine
 
-    def recording_mine(self, dist, start, stop, table, want_grad):
+    def recording_mine(self, dist, start, stop, table, want_grad, grad_out=None):
         asked.append(want_grad)
-        return original(self, dist, start, stop, table, want_grad)
+        return original(self, dist, start, stop, table, want_grad, grad_out)
 
     monkeypatch.setattr(batch_triplet_module._Plan, "mine", recording_mine)
     generator = torch.Generator().manual_seed(6)
@@ -644,3 +644,15 @@ def test_float32_counting_modes_match_the_float64_reference(batch, mining, dista
     want = torch.zeros_like(x) if expected_grad is None else expected_grad
     got = torch.zeros_like(y) if grad is None else grad
     torch.testing.assert_close(got.double(), want, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("num_refs", [1, 100, 1024, 2048, 4096, 16384, 65536, 2**20, 2**26])
+def test_default_chunks_are_cpu_tiles_within_the_memory_budget(num_refs):
+    cpu = batch_triplet_module._default_chunk_size(num_refs, torch.device("cpu"))
+    other = batch_triplet_module._default_chunk_size(num_refs, torch.device("meta"))
+    budget = batch_triplet_module.DEFAULT_CHUNK_ELEMENTS
+    for rows in (cpu, other):
+        assert rows >= 1
+        assert rows * num_refs <= max(budget, num_refs)  # one row may exceed a tiny budget
+    if num_refs >= 2048:  # CPU tiles: no num_refs x num_refs matrix at once
+        assert cpu < num_refs
