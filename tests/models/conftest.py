@@ -17,6 +17,21 @@ def _refuse(*args: object, **kwargs: object) -> None:
     raise NetworkAccessError(f"network access attempted: {args!r}")
 
 
+_connect, _connect_ex = socket.socket.connect, socket.socket.connect_ex
+
+
+def _refuse_network(original):
+    """``socket.connect`` that refuses every family but local (AF_UNIX) sockets: the
+    multiprocessing machinery of data loaders talks over those, and they reach no network."""
+
+    def connect(sock: socket.socket, *args: object, **kwargs: object):
+        if getattr(socket, "AF_UNIX", None) is not None and sock.family == socket.AF_UNIX:
+            return original(sock, *args, **kwargs)
+        return _refuse(sock, *args)
+
+    return connect
+
+
 @pytest.fixture(scope="package", autouse=True)
 def no_network() -> Iterator[None]:
     """Make every outgoing connection and name lookup fail for the whole package.
@@ -24,8 +39,8 @@ def no_network() -> Iterator[None]:
     Package scope, so that module-scoped fixtures which load pretrained models are guarded too.
     """
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(socket.socket, "connect", _refuse)
-        patch.setattr(socket.socket, "connect_ex", _refuse)
+        patch.setattr(socket.socket, "connect", _refuse_network(_connect))
+        patch.setattr(socket.socket, "connect_ex", _refuse_network(_connect_ex))
         patch.setattr(socket, "create_connection", _refuse)
         patch.setattr(socket, "getaddrinfo", _refuse)
         yield
