@@ -20,6 +20,20 @@ from tripletkit.functional.mining_modes import MINING_CODES
 
 METRICS = ("squared_euclidean", "euclidean", "cosine", "dot")
 
+# The reference tests run on a CUDA device too where there is one (CI has none).
+DEVICES = (
+    "cpu",
+    pytest.param(
+        "cuda",
+        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+    ),
+)
+
+
+def _backend_on(device: str, backend: str) -> str:
+    """The numba kernels run on CPU tensors only; elsewhere every draw takes the torch kernels."""
+    return backend if device == "cpu" else "torch"
+
 
 def _assert_matches_reference(
     embeddings,
@@ -173,8 +187,9 @@ def continuous_batches(draw, max_items=18):
     dense_max=st.sampled_from((0, 48)),
     picks_grad=st.sampled_from(PICKS_GRADIENTS),
 )
+@pytest.mark.parametrize("device", DEVICES)
 def test_matches_reference_on_integer_grids(
-    batch, mining, distance, soft, margin, backend, chunk_size, dense_max, picks_grad
+    device, batch, mining, distance, soft, margin, backend, chunk_size, dense_max, picks_grad
 ):
     embeddings, labels = batch
     with picks_gradient(picks_grad):
@@ -185,9 +200,10 @@ def test_matches_reference_on_integer_grids(
             distance=distance,
             soft=soft,
             margin=margin,
-            backend=backend,
+            backend=_backend_on(device, backend),
             chunk_size=chunk_size,
             dense_max_positives=dense_max,
+            device=device,
         )
 
 
@@ -201,8 +217,9 @@ def test_matches_reference_on_integer_grids(
     dense_max=st.sampled_from((0, 48)),
     picks_grad=st.sampled_from(PICKS_GRADIENTS),
 )
+@pytest.mark.parametrize("device", DEVICES)
 def test_matches_reference_with_cosine(
-    batch, mining, soft, margin, backend, chunk_size, dense_max, picks_grad
+    device, batch, mining, soft, margin, backend, chunk_size, dense_max, picks_grad
 ):
     embeddings, labels = batch
     with picks_gradient(picks_grad):
@@ -213,10 +230,11 @@ def test_matches_reference_with_cosine(
             distance="cosine",
             soft=soft,
             margin=margin,
-            backend=backend,
+            backend=_backend_on(device, backend),
             chunk_size=chunk_size,
             dense_max_positives=dense_max,
             exact_ties=False,
+            device=device,
         )
 
 

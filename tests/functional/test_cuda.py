@@ -2,7 +2,8 @@
 
 Skipped where there is no CUDA device (CI has none); run on a GPU machine with
 ``python -m pytest tests/functional/test_cuda.py``. On CUDA the batch triplet loss takes its torch
-kernels (numba runs on CPU only): the same property tests as on the CPU, computed on the device.
+kernels (numba runs on CPU only). The property tests against the float64 reference run on the
+device from ``test_batch_triplet.py`` (its ``DEVICES``); these check the device against the CPU.
 """
 
 from __future__ import annotations
@@ -11,66 +12,11 @@ import math
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
-from tests.functional.test_batch_triplet import (
-    _assert_matches_reference,
-    continuous_batches,
-    integer_batches,
-)
 from tripletkit.functional import MINING_MODES, batch_triplet_loss
 from tripletkit.losses import create_loss, list_losses
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-
-
-@settings(deadline=None)
-@given(
-    batch=integer_batches(),
-    mining=st.sampled_from(MINING_MODES),
-    distance=st.sampled_from(("squared_euclidean", "euclidean", "dot")),
-    soft=st.booleans(),
-    margin=st.sampled_from((0.0, 0.5, 1.0, 2.0)),
-    chunk_size=st.sampled_from((None, 1, 4)),
-)
-def test_matches_reference_on_integer_grids_on_cuda(
-    batch, mining, distance, soft, margin, chunk_size
-):
-    embeddings, labels = batch
-    _assert_matches_reference(
-        embeddings,
-        labels,
-        mining=mining,
-        distance=distance,
-        soft=soft,
-        margin=margin,
-        chunk_size=chunk_size,
-        device="cuda",
-    )
-
-
-@settings(deadline=None)
-@given(
-    batch=continuous_batches(),
-    mining=st.sampled_from(MINING_MODES),
-    soft=st.booleans(),
-    margin=st.sampled_from((0.0, 0.2, 1.0)),
-    chunk_size=st.sampled_from((None, 3)),
-)
-def test_matches_reference_with_cosine_on_cuda(batch, mining, soft, margin, chunk_size):
-    embeddings, labels = batch
-    _assert_matches_reference(
-        embeddings,
-        labels,
-        mining=mining,
-        distance="cosine",
-        soft=soft,
-        margin=margin,
-        chunk_size=chunk_size,
-        exact_ties=False,
-        device="cuda",
-    )
 
 
 @pytest.mark.parametrize("mining", MINING_MODES)
