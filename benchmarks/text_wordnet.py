@@ -139,14 +139,21 @@ def _tripletkit_train(
 ) -> tuple[Any, float, Any]:
     from tripletkit.training.text_pairs import train_text_pairs
 
+    options = dict(options)
+    # Hard batches mine among the training documents themselves; a corpus then only supplies
+    # appended negatives: a sample of the unused synsets' documents (never test or distractors).
+    unused = options.pop("unused_documents", 0)
+    if options.get("hard_batches"):
+        corpus = random.Random(SEED).sample(task.unused_documents, unused) if unused else None
+    else:
+        corpus = task.train_documents
     model = create_model("text_encoder")
     torch.manual_seed(options.get("seed", SEED))  # dropout: the same masks on every run
     result = train_text_pairs(
         model,
         task.train_queries,
         task.train_documents,
-        # Hard batches mine among the training documents themselves.
-        corpus=None if options.get("hard_batches") else task.train_documents,
+        corpus=corpus,
         progress=False,
         on_step=_log_step,
         **options,
@@ -161,8 +168,8 @@ def _log_step(step: int, loss: float) -> None:
 
 _SHARED = {"epochs": EPOCHS, "batch_size": BATCH_SIZE, "lr": LR, "warmup_fraction": WARMUP}
 
-#: name → (description, options of train_text_pairs). Mining always uses the training documents
-#: as the corpus (never test or distractor synsets).
+#: name → (description, options of train_text_pairs). Mining uses the training documents as the
+#: corpus, and for appended negatives the unused synsets' documents (never test or distractors).
 # Hard batches: each pair pulls its 3 mined neighbours into its batch, mined again every half epoch.
 _HARD_BATCHES = {
     **_SHARED,
@@ -214,6 +221,19 @@ TRIPLETKIT_RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
     "tk-mnrl-hb-remine-2ep-b64": (
         "as tk-mnrl-hb-remine-2ep, batch 64",
         {**_MNRL_HB, "epochs": 2, "batch_size": 64},
+    ),
+    "tk-mnrl-hb-remine-2ep-unused": (
+        "as tk-mnrl-hb-remine-2ep, plus 1 hard negative per query appended to each step, mined "
+        "(and re-mined with the batches) from 20,000 documents of unused synsets (idx[42000:], "
+        "documents only, no pairs): the nearest within the top 10 that scores at most 0.95 x "
+        "the positive",
+        {
+            **_MNRL_HB,
+            "epochs": 2,
+            "unused_documents": 20_000,
+            "corpus_negatives": 1,
+            "corpus_mining_options": {"rank_range": (1, 10), "max_score_ratio": 0.95},
+        },
     ),
     "tk-mnrl-hn": (
         "tripletkit MNRL/InfoNCE (τ 0.05) + 1 mined hard negative (mined once)",

@@ -55,6 +55,20 @@ def test_split_and_corpus_on_synthetic_synsets() -> None:
         assert task.corpus[target] == f"doc{int(query[3:]) % 1000}"
 
 
+def test_unused_documents_come_from_after_the_distractors_only() -> None:
+    # Synsets from 43,000 on have unique documents; the others repeat corpus texts, so only the
+    # unique ones that the shuffle puts after the distractors may appear.
+    synsets = _fake_synsets(43_000) + [
+        Synset(i, "n", 3, (f"new{i}",), f"def{i}", (), f"def{i}") for i in range(43_000, 45_000)
+    ]
+    task = wordnet_retrieval_task(num_train=500, synsets=synsets)
+    idx = list(range(45_000))
+    random.Random(0).shuffle(idx)
+    expected = [f"new{i}" for i in idx[42_000:] if i >= 43_000]
+    assert task.unused_documents == expected and len(expected) > 50
+    assert not set(task.unused_documents) & (set(task.corpus) | set(task.train_documents))
+
+
 def test_bad_sizes() -> None:
     with pytest.raises(ValueError, match="distractors"):
         wordnet_retrieval_task(num_train=20_001, synsets=_fake_synsets(43_000))
@@ -72,3 +86,5 @@ def test_real_wordnet_task_sizes() -> None:
     assert len(set(task.corpus)) == len(task.corpus)
     assert np.unique(task.test_targets).size <= 2000
     assert len(task.corpus) == 21_149
+    assert not set(task.unused_documents) & (set(task.corpus) | set(task.train_documents))
+    assert len(task.unused_documents) > 60_000

@@ -103,7 +103,9 @@ def test_fixed_negatives_and_in_batch_only() -> None:
     [
         (dict(corpus=["a"], negatives=[["a"]] * 4), "either negatives"),
         (dict(remine_every=0.5), "needs a corpus"),
-        (dict(hard_batches=True, corpus=["a"]), "own positives"),
+        (dict(hard_batches=True, negatives=[["a"]] * 4), "own positives"),
+        (dict(hard_batches=True, corpus=["a"], corpus_negatives=0), "corpus_negatives"),
+        (dict(hard_batches=True, corpus=[]), "corpus is empty"),
         (dict(batch_size=1), "batch_size"),
         (dict(loss="arcface"), "loss"),
         (dict(epochs=0), "epochs"),
@@ -222,6 +224,60 @@ def test_hard_batches_hold_the_mined_neighbours() -> None:
         progress=False,
     )
     assert len(seen) == 4 and all(len(g) == 1 for g in seen)  # one group per batch
+
+
+def test_hard_batches_append_negatives_mined_from_a_corpus() -> None:
+    """With a corpus, each step's documents are the batch's positives plus, for each query, its
+    ``corpus_negatives`` hardest corpus documents (here: those of the query's own group)."""
+    groups = 4
+    queries = [f"q{i} g{i % groups}" for i in range(16)]
+    documents = [f"d{i} g{i % groups}" for i in range(16)]
+    corpus = [f"x{j} g{j % groups}" for j in range(40)]
+
+    class GroupEncoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.scale = torch.nn.Parameter(torch.ones(()))
+
+        def forward(self, texts: list[str]) -> torch.Tensor:
+            group = torch.tensor([int(t.split()[1][1:]) for t in texts])
+            own = torch.tensor([int(t.split()[0][1:]) for t in texts]).float()
+            base = torch.nn.functional.one_hot(group, groups).float() * 10
+            return torch.cat([base, own[:, None] * 0.01 * self.scale], dim=1)
+
+    steps: list[tuple[list[str], list[str]]] = []
+
+    class Spy(GroupEncoder):
+        def forward(self, texts):
+            if torch.is_grad_enabled():
+                if texts[0].startswith("q"):
+                    steps.append((list(texts), []))
+                else:
+                    steps[-1][1].extend(texts)
+            return super().forward(texts)
+
+    result = train_text_pairs(
+        Spy(),
+        queries,
+        documents,
+        corpus=corpus,
+        corpus_negatives=2,
+        hard_batches=True,
+        num_negatives=3,
+        batch_size=4,
+        epochs=2,
+        remine_every=1,
+        lr=1e-3,
+        progress=False,
+    )
+    assert result.steps == 8 and result.minings == 2
+    for batch_queries, batch_documents in steps:
+        positives, negatives = batch_documents[:4], batch_documents[4:]
+        assert all(p.startswith("d") for p in positives)
+        assert len(negatives) == 2 * len(batch_queries)
+        assert all(n.startswith("x") for n in negatives)
+        query_groups = sorted(q.split()[1] for q in batch_queries for _ in range(2))
+        assert sorted(n.split()[1] for n in negatives) == query_groups
 
 
 def _batch_all_reference(anchors, refs, margin):

@@ -11,6 +11,9 @@ libraries.
 * Rank (:func:`tripletkit.evaluation.text.rank_of_correct`) = 1 + the number of unique corpus
   texts scoring strictly higher than the correct one; Recall@1, Recall@10 and MRR@10 over the
   2,000 test queries (:func:`tripletkit.evaluation.text.rank_metrics`).
+* Outside the protocol, for recipes that want unlabelled text: the documents of the synsets
+  after the distractors (``idx[42000:]``, never test, train or distractor synsets), without
+  their definitions and without any text that is also a corpus or training document.
 
 Reference (all-MiniLM-L6-v2, untuned): R@1 0.213, R@10 0.443, MRR@10 0.284.
 """
@@ -50,6 +53,8 @@ class WordNetRetrievalTask:
         corpus: the unique corpus texts (test documents, then distractors, first occurrence kept).
         train_queries, train_documents: the T training pairs (definition, document).
         train_keys: the synset key of each training pair (an id for the pair).
+        unused_documents: unique documents of ``idx[42000:]`` that are neither corpus nor
+            training texts (no pairs: their definitions are not used).
     """
 
     test_queries: list[str]
@@ -58,6 +63,7 @@ class WordNetRetrievalTask:
     train_queries: list[str]
     train_documents: list[str]
     train_keys: list[str]
+    unused_documents: list[str]
 
 
 def deduplicate_texts(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
@@ -104,6 +110,14 @@ def wordnet_retrieval_task(
     train = [synsets[i] for i in idx[NUM_TEST : NUM_TEST + num_train]]
     distractors = [synsets[i] for i in idx[DISTRACTOR_RANGE[0] : DISTRACTOR_RANGE[1]]]
     corpus, rows = deduplicate_texts([s.document for s in test + distractors])
+    taken = set(corpus) | {s.document for s in train}
+    unused, _ = deduplicate_texts(
+        [
+            synsets[i].document
+            for i in idx[DISTRACTOR_RANGE[1] :]
+            if synsets[i].document not in taken
+        ]
+    )
     return WordNetRetrievalTask(
         test_queries=[s.definition for s in test],
         test_targets=rows[:NUM_TEST],
@@ -111,4 +125,5 @@ def wordnet_retrieval_task(
         train_queries=[s.definition for s in train],
         train_documents=[s.document for s in train],
         train_keys=[s.key for s in train],
+        unused_documents=unused,
     )

@@ -22,7 +22,10 @@ positives are the corpus, and each batch is assembled from pairs whose documents
 hard negatives (a random seed pair, then its mined neighbours, then theirs, until the batch is
 full). Every in-batch negative is then a hard one, at no extra forward pass: a step embeds ``2B``
 texts, as with in-batch negatives only, where appending ``n`` mined negatives per query embeds
-``(2 + n)B``. Re-mining re-plans the batches of the rest of the epoch.
+``(2 + n)B``. Re-mining re-plans the batches of the rest of the epoch. With hard batches, a
+``corpus`` is optional and means something else: documents that answer none of the training
+queries (unlabelled text of the same kind), from which ``corpus_negatives`` hard negatives per
+query are mined, re-mined with the batches, and appended to each step.
 
 The learning rate follows :func:`tripletkit.training.schedule.lr_factor` (linear warm-up, then
 linear decay by default, as sentence-transformers), with AdamW and gradient clipping.
@@ -155,8 +158,10 @@ def train_text_pairs(
     symmetric: bool = False,
     num_negatives: int = 1,
     hard_batches: bool = False,
+    corpus_negatives: int = 1,
     remine_every: float | None = None,
     mining_options: dict[str, Any] | None = None,
+    corpus_mining_options: dict[str, Any] | None = None,
     epochs: float = 1,
     batch_size: int = 32,
     lr: float = 2e-5,
@@ -174,7 +179,8 @@ def train_text_pairs(
         model: a text model, e.g. ``create_model("text_encoder")``; trained in place.
         queries, positives: ``P`` texts each (pair ``i`` = ``(queries[i], positives[i])``).
         corpus: texts to mine hard negatives from (``None`` with no ``negatives``: in-batch
-            negatives only).
+            negatives only). With ``hard_batches``: optional documents that answer none of the
+            queries, from which ``corpus_negatives`` negatives per query are appended.
         negatives: fixed negatives per pair (``P`` lists), instead of mining.
         loss: ``"triplet"`` or ``"mnrl"``.
         margin: α of the triplet loss, in cosine distance (``[0, 2]``).
@@ -186,10 +192,14 @@ def train_text_pairs(
         num_negatives: mined negatives per pair (with ``hard_batches``, the neighbours that
             a pair pulls into its batch).
         hard_batches: compose batches of mutually hard pairs (see the module docstring); mines
-            among the positives, so ``corpus`` and ``negatives`` must be None.
+            among the positives, so ``negatives`` must be None.
+        corpus_negatives: with ``hard_batches`` and a ``corpus``, the negatives per query
+            mined from it and appended to each step.
         remine_every: mine again every this many epochs (``None``: mine once, before training).
         mining_options: more keyword arguments of ``mine_hard_negatives`` (``rank_range``,
             ``max_score_ratio``, ...).
+        corpus_mining_options: the same for the appended negatives of ``hard_batches`` with a
+            ``corpus`` (default: ``mining_options``).
         epochs: passes over the pairs (a fraction trains on part of the last pass).
         batch_size, lr, warmup_fraction, schedule, weight_decay, max_grad_norm: optimisation
             (AdamW; ``schedule`` as :func:`~tripletkit.training.schedule.lr_factor`).
@@ -217,17 +227,34 @@ def train_text_pairs(
         raise ValueError("give either negatives (fixed) or corpus (to mine them from), not both")
     if negatives is not None and len(negatives) != len(queries):
         raise ValueError(f"negatives has {len(negatives)} rows for {len(queries)} pairs")
+    # Hard batches mine among the pairs' own positives; a corpus then only supplies appended
+    # negatives (mined separately, into ``appended``).
+    extra_corpus = list(corpus) if hard_batches and corpus is not None else None
     if hard_batches:
-        if corpus is not None or negatives is not None:
+        if negatives is not None:
             raise ValueError(
-                "hard_batches mines among the pairs' own positives: leave corpus and negatives None"
+                "hard_batches mines among the pairs' own positives: leave negatives None"
             )
         corpus = positives
+        if extra_corpus is not None:
+            if (
+                isinstance(corpus_negatives, bool)
+                or not isinstance(corpus_negatives, int)
+                or corpus_negatives < 1
+            ):
+                raise ValueError(
+                    f"corpus_negatives must be an integer >= 1; got {corpus_negatives!r}"
+                )
+            if not extra_corpus:
+                raise ValueError("corpus is empty: give documents to mine negatives from, or None")
     if remine_every is not None:
         remine_every = check_positive(remine_every, "remine_every")
         if corpus is None:
             raise ValueError("remine_every needs a corpus to mine from")
     mining_options = dict(mining_options or {})
+    corpus_options = (
+        mining_options if corpus_mining_options is None else dict(corpus_mining_options)
+    )
 
     if loss == "triplet":
         loss_fn: torch.nn.Module = BatchTripletLoss(
@@ -246,13 +273,18 @@ def train_text_pairs(
     current: list[list[str] | None] = (
         [list(row) for row in negatives] if negatives is not None else [None] * len(queries)
     )
+    appended: list[list[str] | None] = [None] * len(queries)
 
     def mine() -> None:
-        nonlocal current
+        nonlocal current, appended
         mining_start = time.perf_counter()
         current, dropped = _mine(
             model, queries, positives, list(corpus), num_negatives, mining_options, 128
         )
+        if extra_corpus is not None:
+            appended, _ = _mine(
+                model, queries, positives, extra_corpus, corpus_negatives, corpus_options, 128
+            )
         result.mining_seconds += time.perf_counter() - mining_start
         result.minings += 1
         result.mining_dropped.append(dropped)
@@ -318,7 +350,7 @@ def train_text_pairs(
                 symmetric,
                 [queries[i] for i in batch],
                 [positives[i] for i in batch],
-                [None if hard_batches else current[i] for i in batch],
+                [appended[i] if hard_batches else current[i] for i in batch],
             )
             step_loss.backward()
             if max_grad_norm is not None:
