@@ -235,6 +235,17 @@ TRIPLETKIT_RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
             "corpus_mining_options": {"rank_range": (1, 10), "max_score_ratio": 0.95},
         },
     ),
+    "tk-mnrl-hb-remine-2ep-unused3": (
+        "as tk-mnrl-hb-remine-2ep-unused, 3 appended negatives per query (the 3 nearest "
+        "eligible within the top 10)",
+        {
+            **_MNRL_HB,
+            "epochs": 2,
+            "unused_documents": 20_000,
+            "corpus_negatives": 3,
+            "corpus_mining_options": {"rank_range": (1, 10), "max_score_ratio": 0.95},
+        },
+    ),
     "tk-mnrl-hn": (
         "tripletkit MNRL/InfoNCE (τ 0.05) + 1 mined hard negative (mined once)",
         {**_SHARED, "loss": "mnrl"},
