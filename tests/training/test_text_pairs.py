@@ -187,22 +187,33 @@ def test_hard_batches_learn_without_extra_texts(loss) -> None:
     assert sorted(first_epoch) == sorted(queries)
 
 
+GROUPS = 4
+
+
+def _group_pairs() -> tuple[list[str], list[str]]:
+    # "q{i} g{group}" / "d{i} g{group}": 16 pairs in 4 groups of 4.
+    queries = [f"q{i} g{i % GROUPS}" for i in range(16)]
+    documents = [f"d{i} g{i % GROUPS}" for i in range(16)]
+    return queries, documents
+
+
+class GroupEncoder(torch.nn.Module):
+    """Knows the groups: texts of one group are close, each text a little apart by its number."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        group = torch.tensor([int(t.split()[1][1:]) for t in texts])
+        own = torch.tensor([int(t.split()[0][1:]) for t in texts]).float()
+        base = torch.nn.functional.one_hot(group, GROUPS).float() * 10
+        return torch.cat([base, own[:, None] * 0.01 * self.scale], dim=1)
+
+
 def test_hard_batches_hold_the_mined_neighbours() -> None:
     """With an encoder that knows the groups, each batch is one group of mutually hard pairs."""
-    groups = 4
-    queries = [f"q{i} g{i % groups}" for i in range(16)]
-    documents = [f"d{i} g{i % groups}" for i in range(16)]
-
-    class GroupEncoder(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.scale = torch.nn.Parameter(torch.ones(()))
-
-        def forward(self, texts: list[str]) -> torch.Tensor:
-            group = torch.tensor([int(t.split()[1][1:]) for t in texts])
-            own = torch.tensor([int(t.split()[0][1:]) for t in texts]).float()
-            base = torch.nn.functional.one_hot(group, groups).float() * 10
-            return torch.cat([base, own[:, None] * 0.01 * self.scale], dim=1)
+    queries, documents = _group_pairs()
 
     seen: list[set[int]] = []
 
@@ -229,21 +240,8 @@ def test_hard_batches_hold_the_mined_neighbours() -> None:
 def test_hard_batches_append_negatives_mined_from_a_corpus() -> None:
     """With a corpus, each step's documents are the batch's positives plus, for each query, its
     ``corpus_negatives`` hardest corpus documents (here: those of the query's own group)."""
-    groups = 4
-    queries = [f"q{i} g{i % groups}" for i in range(16)]
-    documents = [f"d{i} g{i % groups}" for i in range(16)]
-    corpus = [f"x{j} g{j % groups}" for j in range(40)]
-
-    class GroupEncoder(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.scale = torch.nn.Parameter(torch.ones(()))
-
-        def forward(self, texts: list[str]) -> torch.Tensor:
-            group = torch.tensor([int(t.split()[1][1:]) for t in texts])
-            own = torch.tensor([int(t.split()[0][1:]) for t in texts]).float()
-            base = torch.nn.functional.one_hot(group, groups).float() * 10
-            return torch.cat([base, own[:, None] * 0.01 * self.scale], dim=1)
+    queries, documents = _group_pairs()
+    corpus = [f"x{j} g{j % GROUPS}" for j in range(40)]
 
     steps: list[tuple[list[str], list[str]]] = []
 
