@@ -13,7 +13,9 @@ Rows:
   the anchor CNN (3 conv blocks 32/64/128 + BN, global average pool, 64-d, L2-normalised), Adam 1e-3,
   trained by a plain loop here, the network identical to tripletkit's ``small_cnn``.
 * ``pml all triplets, tripletkit's network``: pml's batch-all loss on the recipe's network and
-  learning rate, to separate what the network is worth from what the loss is worth.
+  learning rate, to separate what the network is worth from what the loss is worth. The network
+  includes the recipe's training-only projector: pml's loss trains through it and the test embeds
+  the features before it, as for the recipe.
 * ``tripletkit recipe``: ``configs/fashion-mnist.toml`` through ``tripletkit.training.build.train``
   (the real trainer: augmentation, schedule, validation every epoch on held-out training-set
   images of classes 5-9, the best epoch kept).
@@ -113,14 +115,15 @@ def run_pml(
     *,
     lr: float = 1e-3,
     model_options: dict | None = None,
-    embedding_dim: int = 64,
+    embedding_dim: int | None = 64,
+    projector: list[int] | None = None,
 ) -> dict[str, Any]:
     from pytorch_metric_learning import losses, miners
 
     xtr, ytr, xte, yte = data
     torch.manual_seed(0)
     options = dict(model_options or {})
-    model = create_model("small_cnn", embedding_dim=embedding_dim, **options)
+    model = create_model("small_cnn", embedding_dim=embedding_dim, projector=projector, **options)
     spec = model.input_spec
     mean, std = spec.mean[0], spec.std[0]
     loss_fn = losses.TripletMarginLoss(margin=0.2)
@@ -135,7 +138,8 @@ def run_pml(
     for _ in range(epochs):
         start = time.perf_counter()
         for index in _pk_batches(ytr, batches, generator):
-            embeddings = model((xtr[index] - mean) / std)
+            # With a projector the loss trains through it and the test embeds the layer before.
+            embeddings = model((xtr[index] - mean) / std, project=projector is not None)
             labels = ytr[index]
             loss = (
                 loss_fn(embeddings, labels, mine(embeddings, labels))
@@ -220,7 +224,8 @@ def main() -> None:
                 data,
                 lr=recipe["optim.lr"],
                 model_options=recipe["model.options"],
-                embedding_dim=recipe["model.embedding_dim"],
+                embedding_dim=recipe.get("model.embedding_dim"),
+                projector=recipe.get("model.projector"),
             ),
         ),
         (

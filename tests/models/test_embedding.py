@@ -221,3 +221,72 @@ def test_embed_rejects_bad_progress() -> None:
 def test_tokenize_is_only_for_text_models() -> None:
     with pytest.raises(TypeError, match="takes tensors, not text"):
         create_model("mlp", in_features=3).tokenize(["a"])
+
+
+def _projector_reference(
+    model: EmbeddingModel, x: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The embedding and the projector's output, by hand in float64 from the layers' weights."""
+    raw = model.head(model.backbone(x)).double()
+    projected = raw
+    for layer in model.projector:
+        if isinstance(layer, nn.Linear):
+            projected = projected @ layer.weight.double().T + layer.bias.double()
+        else:
+            projected = projected.clamp_min(0)
+
+    def unit(z: torch.Tensor) -> torch.Tensor:
+        return z / z.pow(2).sum(dim=1, keepdim=True).sqrt()
+
+    return unit(raw), unit(projected)
+
+
+def test_the_projector_is_what_the_loss_sees_and_the_embedding_stays_before_it() -> None:
+    torch.manual_seed(0)
+    model = create_model("mlp", in_features=6, embedding_dim=5, projector=[7, 3])
+    assert (model.embedding_dim, model.loss_dim) == (5, 3)
+    x = torch.randn(9, 6)
+    embedding, projected = _projector_reference(model, x)
+    torch.testing.assert_close(model(x).double(), embedding, rtol=0, atol=1e-6)
+    torch.testing.assert_close(model(x, project=True).double(), projected, rtol=0, atol=1e-6)
+    torch.testing.assert_close(model.embed(x).double(), embedding, rtol=0, atol=1e-6)
+    torch.testing.assert_close(model.embed(x, project=True).double(), projected, rtol=0, atol=1e-6)
+    assert model.embed(x[:0], project=True).shape == (0, 3)
+    # Training through the projector reaches every layer; the embedding alone never uses it.
+    model(x, project=True).sum().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    model.zero_grad(set_to_none=True)
+    model(x).sum().backward()
+    assert all(p.grad is None for p in model.projector.parameters())
+
+
+def test_without_a_projector_project_returns_the_embedding() -> None:
+    model = create_model("mlp", in_features=6, embedding_dim=5)
+    x = torch.randn(4, 6)
+    assert model.projector is None and model.loss_dim == 5
+    assert torch.equal(model(x, project=True), model(x))
+    assert "projector" not in model.config
+
+
+def test_a_projector_survives_config_rebuild_and_save_load(tmp_path) -> None:
+    from tripletkit.models import load_model
+
+    torch.manual_seed(0)
+    model = create_model("mlp", in_features=6, embedding_dim=5, projector=[7, 3])
+    assert model.config["projector"] == [7, 3]
+    assert create_model(**model.config).config == model.config
+    x = torch.randn(4, 6)
+    loaded = load_model(save_model(model, tmp_path / "m"))
+    assert torch.equal(loaded.embed(x, project=True), model.embed(x, project=True))
+    assert torch.equal(loaded.embed(x), model.embed(x))
+
+
+@pytest.mark.parametrize("widths", [[], [0], [4, -1], [2.5], "12", True, [True], None])
+def test_bad_projector_widths_are_refused_with_the_expected_form(widths: object) -> None:
+    from tripletkit.models.embedding import make_projector
+
+    with pytest.raises(ValueError, match=r"projector .*e\.g\. \[512, 128\]"):
+        make_projector(5, widths)  # type: ignore[arg-type]
+    if widths is not None:
+        with pytest.raises(ValueError, match="projector"):
+            create_model("mlp", in_features=6, embedding_dim=5, projector=widths)

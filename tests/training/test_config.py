@@ -37,9 +37,11 @@ def test_lists_dicts_and_none_from_strings():
             "data.train_classes": "0,1,2",
             "loss.options": '{"temperature": 0.1}',
             "optim.grad_clip": "none",
+            "model.projector": "512, 128",
         }
     )
     assert config.data.train_classes == [0, 1, 2]
+    assert config.model.projector == [512, 128]
     assert config.loss.options == {"temperature": 0.1}
     assert config.optim.grad_clip is None
 
@@ -56,6 +58,8 @@ def test_lists_dicts_and_none_from_strings():
         ({"data.k": 1}, "'data.k' must be >= 2"),
         ({"loss.margin": -0.1}, "'loss.margin' must be >= 0"),
         ({"optim.lr": 0}, "'optim.lr' must be > 0"),
+        ({"model.projector": "512,0"}, "config key 'model.projector': projector widths must be"),
+        ({"model.projector": "512,x"}, "'model.projector' must be an integer; got 'x'"),
     ],
 )
 def test_bad_keys_and_values_are_named(overrides, message):

@@ -116,9 +116,11 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def test_torchrun_two_processes_trains_with_mining_across_ranks(tmp_path):
+@pytest.mark.parametrize("projector", [None, "16,8"])
+def test_torchrun_two_processes_trains_with_mining_across_ranks(tmp_path, projector):
     """``torchrun --nproc_per_node=2 -m tripletkit train`` on CPU (gloo): one run directory, written
-    by rank 0, with each rank drawing its own P×K batches."""
+    by rank 0, with each rank drawing its own P×K batches; with a projector, the loss's forward
+    pass goes through the DistributedDataParallel wrapper too."""
     run = tmp_path / "ddp"
     src = str(Path(__file__).resolve().parents[2] / "src")
     env = {
@@ -134,6 +136,8 @@ def test_torchrun_two_processes_trains_with_mining_across_ranks(tmp_path):
         "train.epochs": 1,
         "train.tensorboard": False,
     }
+    if projector is not None:
+        sets["model.projector"] = projector
     command = [
         sys.executable,
         "-m",
@@ -162,6 +166,9 @@ def test_torchrun_two_processes_trains_with_mining_across_ranks(tmp_path):
     # Mining ran over the gathered global batch: 2 ranks × P×K = 40 anchors per step.
     assert all(r["num_selected"] > 0 for r in steps)
     assert max(r["num_valid_triplets"] for r in steps) > 20 * 3 * 16
+    if projector is not None:
+        saved = json.loads((run / "model" / "config.json").read_text())
+        assert saved["config"]["projector"] == [16, 8]
 
 
 def test_warns_when_training_ends_below_the_untrained_model(tmp_path):

@@ -201,3 +201,72 @@ def test_cli_train_prints_before_and_after(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "MAP@R" in out and "before" in out and "after" in out
     assert f"run directory: {tmp_path / 'run'}" in out
+
+
+class _Recording(torch.nn.Module):
+    """A triplet loss that records the width of every batch of embeddings it is given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.loss = BatchTripletLoss(margin=0.2, mining="semihard")
+        self.widths: list[int] = []
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        self.widths.append(int(embeddings.shape[1]))
+        return self.loss(embeddings, labels)
+
+
+def test_a_projector_trains_the_embedding_before_it(tmp_path):
+    from tripletkit.models import create_model, load_model
+
+    generator = torch.Generator().manual_seed(0)
+    centers = torch.randn(12, 16, generator=generator) * 2
+    labels = torch.arange(12).repeat_interleave(30)
+    x = centers[labels] + 2 * torch.randn(360, 16, generator=generator)
+    train_side = torch.arange(360) % 3 != 0
+    config = resolve_config(
+        overrides={
+            "data.p": 4,
+            "data.k": 8,
+            "train.epochs": 3,
+            "train.quiet": True,
+            "train.report": False,
+            "train.tensorboard": False,
+            "optim.lr": 0.01,
+        }
+    )
+    data = TrainData(
+        FeatureDataset(x[train_side], labels[train_side]),
+        FeatureDataset(x[~train_side], labels[~train_side]),
+    )
+    torch.manual_seed(0)
+    model = create_model("mlp", in_features=16, embedding_dim=8, projector=[12, 4])
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    loss = _Recording()
+    result = Trainer(model, loss, data, config, tmp_path / "run").fit()
+    # The loss saw only the projector's 4-d output; validation measured the 8-d embedding, and it
+    # learned: the gradients reached the layers before the projector.
+    assert loss.widths and set(loss.widths) == {4}
+    assert result.after["map_at_r"] > result.before["map_at_r"] + 0.1
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    assert any(k.startswith("backbone.") for k in changed)
+    assert any(k.startswith("projector.") for k in changed)
+    saved = load_model(tmp_path / "run" / "model")
+    assert saved.config["projector"] == [12, 4]
+    assert saved.embed(x[:5]).shape == (5, 8)
+
+
+def test_train_builds_the_configured_projector_and_sizes_proxies_to_it(tmp_path):
+    from tripletkit.models import load_model
+
+    config = resolve_config(
+        overrides={
+            **FAST,
+            "train.epochs": 1,
+            "model.projector": [16, 6],
+            "loss.name": "proxy_anchor",
+        }
+    )
+    train(config, run_dir=tmp_path / "run")
+    saved = load_model(tmp_path / "run" / "model")
+    assert (saved.embedding_dim, saved.loss_dim) == (64, 6)

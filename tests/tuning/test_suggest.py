@@ -174,6 +174,24 @@ def test_suggest_margin_embeds_the_dataset_with_the_model():
     assert found.num_items == 30
 
 
+def test_with_a_projector_the_margin_is_suggested_for_what_the_loss_sees():
+    from tripletkit.data import FeatureDataset
+    from tripletkit.models import create_model
+
+    torch.manual_seed(0)
+    data = FeatureDataset(torch.randn(60, 8), torch.arange(6).repeat_interleave(10))
+    model = create_model("mlp", in_features=8, embedding_dim=6, projector=[5, 3])
+    found = suggest_margin(model, data, "squared_euclidean", max_items=40)
+    index = np.sort(np.random.default_rng(0).choice(60, 40, replace=False))
+    projected = model.embed(data.features[index], project=True)
+    direct = suggest_margin_from_embeddings(projected, data.labels[index], "squared_euclidean")
+    assert found.margin == pytest.approx(direct.margin)
+    embedded = suggest_margin_from_embeddings(
+        model.embed(data.features[index]), data.labels[index], "squared_euclidean"
+    )
+    assert found.margin != pytest.approx(embedded.margin)
+
+
 def test_suggestion_for_the_untrained_digits_model_is_deterministic_and_in_range():
     from tripletkit.training import resolve_config
 

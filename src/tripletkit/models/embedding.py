@@ -3,13 +3,19 @@
 ``f(x) = normalize(head(backbone(x)))`` with ``normalize(z) = z / max(||z||, 1e-12)``. Build one by
 name with :func:`tripletkit.models.create_model`; wrap your own backbone with
 :class:`EmbeddingModel` directly (it then has no ``config`` and cannot be saved by name).
+
+An optional training-only *projector* (an MLP, as in SimCLR, Chen et al. 2020) maps the embedding
+further for the loss: ``g(x) = normalize(projector(head(backbone(x))))``. The loss trains through
+``g`` (``model(x, project=True)``), while ``model(x)``, :meth:`EmbeddingModel.embed`, evaluation and
+the index use ``f``: the layer before the projector, which specialises less to the training classes
+and so transfers better to classes never seen in training.
 """
 
 from __future__ import annotations
 
 import copy
 import sys
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -19,7 +25,14 @@ from torch import nn
 
 from tripletkit.validation import check_choice
 
-__all__ = ["HEADS", "EmbeddingModel", "ProgressCallback", "make_head"]
+__all__ = [
+    "HEADS",
+    "EmbeddingModel",
+    "ProgressCallback",
+    "check_projector",
+    "make_head",
+    "make_projector",
+]
 
 #: Projection heads: one linear layer, a two-layer MLP (linear-ReLU-linear), or none.
 HEADS: tuple[str, ...] = ("linear", "mlp", "identity")
@@ -54,6 +67,40 @@ def make_head(head: str, feature_dim: int, embedding_dim: int) -> nn.Module:
     )
 
 
+def make_projector(in_dim: int, widths: Sequence[int]) -> nn.Sequential:
+    """A training-only MLP projector: linear layers of the given output ``widths``, a ReLU
+    before each one (the projector's input, a linear head's output, may be negative).
+
+    >>> make_projector(16, [8, 4])
+    Sequential(
+      (0): ReLU()
+      (1): Linear(in_features=16, out_features=8, bias=True)
+      (2): ReLU()
+      (3): Linear(in_features=8, out_features=4, bias=True)
+    )
+    """
+    widths = check_projector(widths)
+    layers: list[nn.Module] = []
+    for width in widths:
+        layers += [nn.ReLU(), nn.Linear(in_dim, width)]
+        in_dim = width
+    return nn.Sequential(*layers)
+
+
+def check_projector(widths: Any) -> list[int]:
+    """``widths`` as a list of positive ints, or ``ValueError`` naming what is wrong."""
+    if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence) or not widths:
+        raise ValueError(
+            f"projector must be a non-empty list of layer widths, e.g. [512, 128]; got {widths!r}"
+        )
+    for width in widths:
+        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+            raise ValueError(
+                f"projector widths must be positive integers, e.g. [512, 128]; got {list(widths)!r}"
+            )
+    return [int(w) for w in widths]
+
+
 class EmbeddingModel(nn.Module):
     """A backbone, a projection head and optional L2 normalisation: ``(B, ...) -> (B, D)``.
 
@@ -63,13 +110,17 @@ class EmbeddingModel(nn.Module):
         embedding_dim: D, the output dimension (``None``: the backbone's ``feature_dim``).
         head: ``"linear"``, ``"mlp"`` or ``"identity"`` (see :func:`make_head`).
         normalize: L2-normalise each output row.
+        projector: widths of a training-only MLP projector on top of the embedding (see
+            :func:`make_projector` and the module docstring), or ``None``.
         config: the JSON-able dict that rebuilds this model through
             :func:`~tripletkit.models.create_model` (set by it; ``None`` for hand-built models).
 
     Attributes:
         backbone, head: the two parts (e.g. to give them different learning rates).
+        projector: the training-only projector, or ``None``.
         feature_dim: the backbone's output dimension.
         embedding_dim: D.
+        loss_dim: the dimension the loss sees: the projector's output, else D.
         input_spec: what the backbone expects (see :mod:`tripletkit.models.input_spec`).
 
     Example:
@@ -87,6 +138,7 @@ class EmbeddingModel(nn.Module):
         embedding_dim: int | None = None,
         head: str = "linear",
         normalize: bool = True,
+        projector: Sequence[int] | None = None,
         config: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__()
@@ -99,6 +151,10 @@ class EmbeddingModel(nn.Module):
         self.feature_dim = feature_dim
         self.embedding_dim = feature_dim if embedding_dim is None else int(embedding_dim)
         self.head = make_head(head, feature_dim, self.embedding_dim)
+        self.projector = (
+            None if projector is None else make_projector(self.embedding_dim, projector)
+        )
+        self.loss_dim = self.embedding_dim if projector is None else int(projector[-1])
         self.normalize = bool(normalize)
         self.input_spec = getattr(backbone, "input_spec", None)
         self._config = dict(config) if config is not None else None
@@ -113,9 +169,15 @@ class EmbeddingModel(nn.Module):
         config["normalize"] = self.normalize
         return config
 
-    def forward(self, inputs: Any) -> torch.Tensor:
-        """``(B, ...)`` inputs (a list of strings for text models) → ``(B, embedding_dim)``."""
+    def forward(self, inputs: Any, *, project: bool = False) -> torch.Tensor:
+        """``(B, ...)`` inputs (a list of strings for text models) → ``(B, embedding_dim)``.
+
+        ``project=True`` returns what the loss trains: the projector's ``(B, loss_dim)`` output
+        (normalised as the embedding is); without a projector it is the embedding itself.
+        """
         embeddings = self.head(self.backbone(inputs))
+        if project and self.projector is not None:
+            embeddings = self.projector(embeddings)
         if self.normalize:
             embeddings = F.normalize(embeddings, p=2.0, dim=1, eps=1e-12)
         return embeddings
@@ -135,6 +197,7 @@ class EmbeddingModel(nn.Module):
         *,
         device: torch.device | str | None = None,
         progress: bool | ProgressCallback = False,
+        project: bool = False,
     ) -> torch.Tensor:
         """Embed many inputs in batches, without gradients, in eval mode: ``(N, embedding_dim)``.
 
@@ -157,9 +220,10 @@ class EmbeddingModel(nn.Module):
             progress: ``True`` writes a counter to stderr; a callable is called after every batch
                 as ``progress(done, total)`` (``total`` is ``None`` when unknown). Nothing is
                 shown by default.
+            project: the projector's outputs, as the loss sees them (see :meth:`forward`).
 
         Returns:
-            float32 tensor ``(N, embedding_dim)`` on the CPU.
+            float32 tensor ``(N, embedding_dim)`` (``(N, loss_dim)`` with ``project``) on the CPU.
 
         Example:
             >>> import torch
@@ -184,7 +248,7 @@ class EmbeddingModel(nn.Module):
         try:
             with torch.no_grad():
                 for batch in batches:
-                    out = self(_to_device(batch, run_device, dtype))
+                    out = self(_to_device(batch, run_device, dtype), project=project)
                     outputs.append(out.float().cpu())
                     done += out.shape[0]
                     report(done, total)
@@ -192,7 +256,7 @@ class EmbeddingModel(nn.Module):
             self.train(was_training)
             report.close()
         if not outputs:
-            return torch.empty(0, self.embedding_dim)
+            return torch.empty(0, self.loss_dim if project else self.embedding_dim)
         return torch.cat(outputs)
 
 

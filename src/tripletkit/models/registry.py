@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from tripletkit.models.embedding import HEADS, EmbeddingModel
+from tripletkit.models.embedding import HEADS, EmbeddingModel, check_projector
 from tripletkit.validation import check_choice
 
 __all__ = [
@@ -38,7 +38,7 @@ __all__ = [
 Builder = TypeVar("Builder", bound=Callable[..., nn.Module])
 
 # The arguments create_model itself consumes; builders may not reuse these names.
-_RESERVED = ("name", "pretrained", "embedding_dim", "normalize", "head")
+_RESERVED = ("name", "pretrained", "embedding_dim", "normalize", "head", "projector")
 
 
 @dataclass(frozen=True)
@@ -200,6 +200,7 @@ def create_model(
     embedding_dim: int | None = None,
     normalize: bool = True,
     head: str | None = None,
+    projector: list[int] | None = None,
     **kwargs: Any,
 ) -> EmbeddingModel:
     """Build a registered model: backbone → projection head → optional L2 normalisation.
@@ -215,6 +216,9 @@ def create_model(
             (the backbone's features, then ``embedding_dim`` must be ``None`` or equal to them).
             ``None`` means the model's default, or ``"linear"`` when ``embedding_dim`` is given
             for a model whose default is ``"identity"``.
+        projector: widths of a training-only MLP projector that the loss trains through
+            (``[512, 128]``: ReLU-linear to 512, ReLU-linear to 128); the embedding stays the
+            layer before it. ``None``: no projector. See :mod:`tripletkit.models.embedding`.
         **kwargs: the builder's own options (e.g. ``in_channels``); see
             ``get_model_entry(name).options``.
 
@@ -239,6 +243,8 @@ def create_model(
         "head": head,
         **kwargs,
     }
+    if projector is not None:
+        config["projector"] = projector
     return create_model_from_config(config)
 
 
@@ -249,7 +255,8 @@ def create_model_from_config(
 
     Args:
         config: ``{"name": ..., "pretrained": ..., "embedding_dim": ..., "normalize": ...,
-            "head": ..., **builder options}``; missing keys take their defaults.
+            "head": ..., "projector": ..., **builder options}``; missing keys take their
+            defaults.
         load_pretrained_weights: ``False`` builds the architecture without reading the bundled
             weights even if ``config["pretrained"]`` is true (used by ``load_model``, which
             overwrites every weight anyway); the returned config still says ``pretrained``.
@@ -276,6 +283,9 @@ def create_model_from_config(
     if head is None:
         head = "linear" if embedding_dim is not None and entry.head == "identity" else entry.head
     check_choice(head, HEADS, "head")
+    projector = options.pop("projector", None)
+    if projector is not None:
+        projector = check_projector(projector)
     if head != "identity" and embedding_dim is None:
         embedding_dim = entry.embedding_dim
         if embedding_dim is None:
@@ -301,6 +311,7 @@ def create_model_from_config(
         "embedding_dim": backbone.feature_dim if head == "identity" else embedding_dim,
         "normalize": normalize,
         "head": head,
+        **({"projector": projector} if projector is not None else {}),
         **builder_options,
     }
     return EmbeddingModel(
@@ -308,6 +319,7 @@ def create_model_from_config(
         embedding_dim=resolved["embedding_dim"],
         head=head,
         normalize=normalize,
+        projector=projector,
         config=resolved,
     )
 

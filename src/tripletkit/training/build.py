@@ -121,6 +121,7 @@ def _build_model(config: RunConfig, kind: str, in_channels: int | None, in_featu
         pretrained=config.model.pretrained,
         embedding_dim=config.model.embedding_dim,
         normalize=config.model.normalize,
+        projector=config.model.projector,
         **options,
     )
 
@@ -298,7 +299,7 @@ def build_run(config: RunConfig) -> BuiltRun:
         )
     num_classes = int(np.unique(np.asarray(train.labels)).shape[0])
     summary["num_train_classes"] = num_classes
-    loss_fn = build_loss(config, int(np.asarray(train.labels).max()) + 1, model.embedding_dim)
+    loss_fn = build_loss(config, int(np.asarray(train.labels).max()) + 1, model.loss_dim)
     data = TrainData(train=train, validation=validation, summary=summary)
     return BuiltRun(model, loss_fn, data, test, kind)
 

@@ -79,12 +79,17 @@ class ModelConfig:
 
     ``embedding_dim`` and ``pretrained`` left as None take the model's own defaults (pretrained
     weights where the model ships them), so a pretrained backbone is never silently random.
+
+    ``projector``: widths of a training-only MLP that the loss trains through while the
+    embedding (evaluation, index) stays the layer before it, e.g. ``[512, 512, 128]``; see
+    :mod:`tripletkit.models.embedding`.
     """
 
     name: str | None = None
     embedding_dim: int | None = None
     pretrained: bool | None = None
     normalize: bool = True
+    projector: list[int] | None = None
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -336,6 +341,13 @@ def _check_ranges(config: RunConfig) -> None:
     for key, value in positive.items():
         if not value > 0:
             raise ValueError(f"config key {key!r} must be > 0; got {value!r}")
+    if config.model.projector is not None:
+        from tripletkit.models.embedding import check_projector
+
+        try:
+            check_projector(config.model.projector)
+        except ValueError as err:
+            raise ValueError(f"config key 'model.projector': {err}") from None
     if config.model.embedding_dim is not None and config.model.embedding_dim < 1:
         raise ValueError(
             f"config key 'model.embedding_dim' must be > 0; got {config.model.embedding_dim}"

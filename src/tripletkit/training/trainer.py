@@ -267,6 +267,19 @@ class Trainer:
             return self.loss_fn(batch.embeddings, batch.labels)
         return self.loss_fn(embeddings, labels)
 
+    def _loss_embeddings(self, inputs: Any) -> torch.Tensor:
+        """What the loss trains: the projector's output when the model has one (through the
+        DistributedDataParallel wrapper, so that its gradients are synchronised), else the
+        embedding."""
+        model = (
+            self.model.module
+            if isinstance(self.model, nn.parallel.DistributedDataParallel)
+            else self.model
+        )
+        if getattr(model, "projector", None) is not None:
+            return self.model(inputs, project=True)
+        return self.model(inputs)
+
     def validate(self) -> dict[str, Any]:
         """Embed the validation set and compute its metrics (rank 0)."""
         if self.data.validation is None:
@@ -445,7 +458,7 @@ class Trainer:
             for inputs, labels in loader:
                 labels = torch.as_tensor(labels).to(self.device)
                 with self._autocast():
-                    embeddings = self.model(self._to_device(inputs))
+                    embeddings = self._loss_embeddings(self._to_device(inputs))
                 loss = self._loss(embeddings, labels)
                 if not torch.isfinite(loss):
                     raise RuntimeError(

@@ -322,6 +322,9 @@ def _embed(
         dataset, batch_size=batch_size, shuffle=False, collate_fn=collate
     )
     if hasattr(model, "embed"):
+        # The margin applies to what the loss sees: the projector's output when there is one.
+        if getattr(model, "projector", None) is not None:
+            return model.embed(loader, project=True)
         return model.embed(loader)
     was_training = model.training
     model.eval()
