@@ -92,7 +92,12 @@ class TextPairResult:
 
 
 def _embed_batch(model: torch.nn.Module, texts: list[str]) -> torch.Tensor:
-    embeddings = model(texts)
+    # What the loss trains: through the model's training-only projector when it has one (mining
+    # and evaluation use the embedding before it).
+    if getattr(model, "projector", None) is not None:
+        embeddings = model(texts, project=True)
+    else:
+        embeddings = model(texts)
     return torch.nn.functional.normalize(embeddings, dim=1)
 
 
