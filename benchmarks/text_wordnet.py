@@ -143,8 +143,6 @@ def _tripletkit_train(
     # Hard batches mine among the training documents themselves; a corpus then only supplies
     # appended negatives: a sample of the unused synsets' documents (never test or distractors).
     unused = options.pop("unused_documents", 0)
-    if unused == "all":
-        unused = len(task.unused_documents)
     if options.get("hard_batches"):
         corpus = random.Random(SEED).sample(task.unused_documents, unused) if unused else None
     else:
