@@ -245,3 +245,17 @@ def test_report_includes_the_margin_tuning_curve_when_the_run_has_one(digits_run
     assert "Margin tuning" in html
     assert (run / "report-margin-tuning.png").stat().st_size > 1000
     assert "Margin tuning" not in (digits_run / "report.html").read_text()
+
+
+def test_with_a_projector_the_margin_is_not_drawn_on_the_embedding(tmp_path):
+    from tripletkit.training import resolve_config
+    from tripletkit.training.build import train
+
+    from .conftest import TINY_DIGITS
+
+    run_dir = tmp_path / "run"
+    overrides = {**TINY_DIGITS, "model.projector": [16, 8]}
+    train(resolve_config(overrides=overrides), run_dir=run_dir)
+    html = (run_dir / "report.html").read_text()
+    assert "the model trains through a projector" in html
+    assert "margin, which applies to the projector" in html and "output, is not drawn" in html

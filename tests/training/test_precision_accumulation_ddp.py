@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from tripletkit.data import FeatureDataset, PKSampler
 from tripletkit.losses import BatchTripletLoss
@@ -169,6 +170,13 @@ def test_torchrun_two_processes_trains_with_mining_across_ranks(tmp_path, projec
     if projector is not None:
         saved = json.loads((run / "model" / "config.json").read_text())
         assert saved["config"]["projector"] == [16, 8]
+        # The loss trained through the projector (through the DDP wrapper): its weights moved.
+        after = load_file(str(run / "model" / "model.safetensors"))
+        before = load_file(str(run / "model_initial" / "model.safetensors"))
+        moved = [
+            k for k in after if k.startswith("projector.") and not torch.equal(after[k], before[k])
+        ]
+        assert moved
 
 
 def test_warns_when_training_ends_below_the_untrained_model(tmp_path):

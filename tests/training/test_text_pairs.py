@@ -70,44 +70,47 @@ def test_learns_the_pairs(loss) -> None:
     assert result.mining_dropped == [0] * result.minings
 
 
-class ProjectedBagOfWords(BagOfWords):
-    """BagOfWords with a training-only projector, as ``EmbeddingModel(projector=...)`` has."""
+class UnnormalisedBagOfWords(BagOfWords):
+    """BagOfWords as the backbone of an ``EmbeddingModel`` (which normalises)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.projector = torch.nn.Linear(16, 8)
-        self.projected_calls = 0
+    feature_dim = 16
 
-    def forward(self, texts: list[str], project: bool = False) -> torch.Tensor:
-        embeddings = super().forward(texts)
-        if not project:
-            return embeddings
-        self.projected_calls += 1
-        return torch.nn.functional.normalize(self.projector(embeddings), dim=1)
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        rows = []
+        for text in texts:
+            ids = torch.tensor([zlib.crc32(w.encode()) % self.buckets for w in text.split()])
+            rows.append(self.table[ids].sum(0))
+        return torch.stack(rows)
 
 
 def test_the_loss_trains_through_a_projector_and_the_embedding_learns() -> None:
+    from tripletkit.models import EmbeddingModel
+
     queries, documents = _pairs(16)
-    model = ProjectedBagOfWords()
+    torch.manual_seed(0)
+    model = EmbeddingModel(UnnormalisedBagOfWords(), head="identity", projector=[32])
     before = _top1(model, queries, documents)
-    projector_before = model.projector.weight.detach().clone()
+    projector = model.projector[-1]
+    projector_before = projector.weight.detach().clone()
+    calls = []
+    projector.register_forward_hook(lambda module, args, out: calls.append(out.shape))
     train_text_pairs(
         model,
         queries,
         documents,
         loss="mnrl",
-        epochs=20,
+        epochs=60,
         batch_size=8,
-        lr=0.1,
+        lr=0.3,
         warmup_fraction=0.0,
         progress=False,
     )
-    # Every step's forward pass went through the projector (2 sides x 40 steps), and it learned.
-    assert model.projected_calls == 2 * 20 * 2
-    assert not torch.equal(model.projector.weight, projector_before)
+    # Every step's forward pass went through the projector (2 sides x 120 steps), and it learned.
+    assert len(calls) == 2 * 60 * 2
+    assert not torch.equal(projector.weight, projector_before)
     # The embedding before the projector (what retrieval uses) learned the pairs.
-    assert before < 0.4
-    assert _top1(model, queries, documents) >= 0.75
+    assert before < 0.2
+    assert _top1(model, queries, documents) >= 0.5
 
 
 def test_remines_every_half_epoch_and_counts_mining_time() -> None:

@@ -270,3 +270,56 @@ def test_train_builds_the_configured_projector_and_sizes_proxies_to_it(tmp_path)
     train(config, run_dir=tmp_path / "run")
     saved = load_model(tmp_path / "run" / "model")
     assert (saved.embedding_dim, saved.loss_dim) == (64, 6)
+
+
+class _OwnProjector(torch.nn.Module):
+    """A user's model that happens to have a ``projector`` submodule and a plain forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.projector = torch.nn.Linear(16, 8)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.projector(x)
+
+
+def test_a_user_module_with_a_projector_attribute_is_called_plainly(tmp_path):
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.arange(8).repeat_interleave(10)
+    x = torch.randn(8, 16, generator=generator)[labels] + torch.randn(80, 16, generator=generator)
+    config = resolve_config(
+        overrides={
+            "data.p": 4,
+            "data.k": 4,
+            "data.batches_per_epoch": 3,
+            "train.epochs": 1,
+            "train.quiet": True,
+            "train.report": False,
+            "train.tensorboard": False,
+        }
+    )
+    data = TrainData(FeatureDataset(x, labels), FeatureDataset(x, labels))
+    loss = _Recording()
+    Trainer(_OwnProjector(), loss, data, config, tmp_path / "run").fit()
+    assert loss.widths == [8, 8, 8]
+
+
+def test_a_checkpoint_from_before_a_config_key_existed_still_resumes(tmp_path):
+    from tripletkit.training.checkpoint import load_checkpoint, save_checkpoint
+
+    config = resolve_config(overrides={**FAST, "train.epochs": 1})
+    train(config, run_dir=tmp_path / "run")
+    last = tmp_path / "run" / "checkpoints" / "last.safetensors"
+    tensors, state = load_checkpoint(last)
+    del state["config"]["model"]["projector"]  # as written before model.projector existed
+    save_checkpoint(last, tensors, state)
+    longer = resolve_config(overrides={**FAST, "train.epochs": 2})
+    outcome = train(longer, run_dir=tmp_path / "run", resume=True)
+    assert outcome.result.history[-1]["epoch"] == 1
+    # A real difference in that key is still refused.
+    tensors, state = load_checkpoint(last)
+    state["config"]["model"].pop("projector", None)
+    save_checkpoint(last, tensors, state)
+    projected = resolve_config(overrides={**FAST, "train.epochs": 3, "model.projector": [8]})
+    with pytest.raises(ValueError, match="its model configuration differs"):
+        train(projected, run_dir=tmp_path / "run", resume=True)

@@ -32,6 +32,7 @@ __all__ = [
     "check_projector",
     "make_head",
     "make_projector",
+    "uses_projector",
 ]
 
 #: Projection heads: one linear layer, a two-layer MLP (linear-ReLU-linear), or none.
@@ -99,6 +100,20 @@ def check_projector(widths: Any) -> list[int]:
                 f"projector widths must be positive integers, e.g. [512, 128]; got {list(widths)!r}"
             )
     return [int(w) for w in widths]
+
+
+def uses_projector(model: nn.Module) -> bool:
+    """Whether the loss should train ``model`` through its projector (``model(x, project=True)``):
+    an :class:`EmbeddingModel` built with one. Other modules, even with an attribute of that name,
+    are called plainly.
+
+    >>> from tripletkit.models import create_model
+    >>> uses_projector(create_model("mlp", in_features=4, projector=[8, 2]))
+    True
+    >>> uses_projector(create_model("mlp", in_features=4))
+    False
+    """
+    return isinstance(model, EmbeddingModel) and model.projector is not None
 
 
 class EmbeddingModel(nn.Module):

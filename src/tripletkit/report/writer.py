@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from tripletkit.files import atomic_write_text, write_atomic
+from tripletkit.models.embedding import uses_projector
 from tripletkit.report import figure_data, figures
 
 __all__ = ["CONTENT_SECURITY_POLICY", "write_report"]
@@ -217,6 +218,15 @@ def write_report(
         map_local = figure_data.even_subset(eval_labels, max_items, seed)
         map_labels = eval_labels[map_local]
         distance_name, margin = _loss_geometry(config)
+        if margin is not None and uses_projector(run.model):
+            # The margin applies to the projector's output, which the loss sees; these
+            # histograms are of the embedding before it, so a bracket there would mislead.
+            margin = None
+            report.notes.append(
+                "the model trains through a projector: the distance histograms show the "
+                "embedding before it (what retrieval uses), so the loss's margin, which applies "
+                "to the projector's output, is not drawn"
+            )
         hist_figure, overlaps, verification_rows, roc_png = _pair_figures(
             embedded, map_local, map_labels, distance_name, margin, max_pairs, seed
         )

@@ -62,6 +62,7 @@ from typing import Any
 import torch
 
 from tripletkit.losses import BatchTripletLoss, MultipleNegativesRankingLoss
+from tripletkit.models.embedding import uses_projector
 from tripletkit.training.schedule import lr_factor
 from tripletkit.validation import check_choice, check_positive
 
@@ -94,7 +95,7 @@ class TextPairResult:
 def _embed_batch(model: torch.nn.Module, texts: list[str]) -> torch.Tensor:
     # What the loss trains: through the model's training-only projector when it has one (mining
     # and evaluation use the embedding before it).
-    if getattr(model, "projector", None) is not None:
+    if uses_projector(model):
         embeddings = model(texts, project=True)
     else:
         embeddings = model(texts)

@@ -33,6 +33,7 @@ import torch.distributed as dist
 from torch import nn
 
 from tripletkit.data import PKSampler
+from tripletkit.models.embedding import uses_projector
 from tripletkit.training.checkpoint import (
     CheckpointError,
     atomic_write_text,
@@ -276,7 +277,7 @@ class Trainer:
             if isinstance(self.model, nn.parallel.DistributedDataParallel)
             else self.model
         )
-        if getattr(model, "projector", None) is not None:
+        if uses_projector(model):
             return self.model(inputs, project=True)
         return self.model(inputs)
 
@@ -350,8 +351,11 @@ class Trainer:
         path = self.run_dir / "checkpoints" / "last.safetensors"
         tensors, state = load_checkpoint(path)
         saved = state["config"]
+        defaults = RunConfig().to_dict()
         for section in ("data", "model", "loss"):
-            if saved[section] != self.config.to_dict()[section]:
+            # Keys added to the configuration after the checkpoint was written take their
+            # defaults, so that an older run still resumes.
+            if {**defaults[section], **saved[section]} != self.config.to_dict()[section]:
                 raise CheckpointError(
                     f"cannot resume {str(self.run_dir)!r}: its {section} configuration differs from "
                     "this run's; resume with the same configuration (the run directory's config.json)"

@@ -42,6 +42,7 @@ import numpy as np
 import torch
 
 from tripletkit.distances import METRICS, pairwise_distances, unit_sphere_range
+from tripletkit.models.embedding import uses_projector
 from tripletkit.validation import check_choice, check_embeddings, check_labels
 
 __all__ = [
@@ -323,7 +324,7 @@ def _embed(
     )
     if hasattr(model, "embed"):
         # The margin applies to what the loss sees: the projector's output when there is one.
-        if getattr(model, "projector", None) is not None:
+        if uses_projector(model):
             return model.embed(loader, project=True)
         return model.embed(loader)
     was_training = model.training
