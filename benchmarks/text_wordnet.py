@@ -32,7 +32,7 @@ import torch
 from tripletkit.data.wordnet_retrieval import WordNetRetrievalTask, wordnet_retrieval_task
 from tripletkit.evaluation.text import rank_metrics, rank_of_correct
 from tripletkit.files import atomic_write_text
-from tripletkit.models import create_model
+from tripletkit.models import average_models, create_model
 from tripletkit.models.text import bundled_text_model_path, embed_texts
 
 RESULTS = Path(__file__).parent / "results"
@@ -136,7 +136,7 @@ def _st_train(
 
 def _tripletkit_train(
     task: WordNetRetrievalTask, options: dict[str, Any]
-) -> tuple[Any, float, Any]:
+) -> tuple[torch.nn.Module, float, Any]:
     from tripletkit.training.text_pairs import train_text_pairs
 
     options = dict(options)
@@ -158,7 +158,41 @@ def _tripletkit_train(
         on_step=_log_step,
         **options,
     )
-    return tripletkit_encoder(model), result.seconds, result
+    return model, result.seconds, result
+
+
+def _tripletkit_soup(
+    task: WordNetRetrievalTask, options: dict[str, Any]
+) -> tuple[torch.nn.Module, float, dict[str, Any]]:
+    """Train one model per seed in ``options["soup_seeds"]`` and average their weights.
+
+    Each member is evaluated too (its figures go into the record), so a soup row also shows the
+    run-to-run spread of the recipe it averages.
+    """
+    options = dict(options)
+    seeds = options.pop("soup_seeds")
+    members, seconds, mining_seconds, steps, member_records = [], 0.0, 0.0, 0, []
+    for seed in seeds:
+        model, member_seconds, result = _tripletkit_train(task, {**options, "seed": seed})
+        metrics = evaluate(tripletkit_encoder(model), task)
+        member_records.append(
+            {
+                "seed": seed,
+                **{k: round(v, 4) for k, v in metrics.items()},
+                "train_seconds": round(member_seconds, 1),
+            }
+        )
+        print(json.dumps(member_records[-1]), file=sys.stderr, flush=True)
+        members.append(model)
+        seconds += member_seconds
+        mining_seconds += result.mining_seconds
+        steps += result.steps
+    extra = {
+        "mining_seconds": round(mining_seconds, 1),
+        "steps": steps,
+        "members": member_records,
+    }
+    return average_models(members), seconds, extra
 
 
 def _log_step(step: int, loss: float) -> None:
@@ -246,6 +280,31 @@ TRIPLETKIT_RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
             "corpus_mining_options": {"rank_range": (1, 10), "max_score_ratio": 0.95},
         },
     ),
+    "tk-mnrl-hb-remine-2ep-unused3-lr2e4": (
+        "as tk-mnrl-hb-remine-2ep-unused3, lr 2e-4",
+        {
+            **_MNRL_HB,
+            "epochs": 2,
+            "lr": 2e-4,
+            "unused_documents": 20_000,
+            "corpus_negatives": 3,
+            "corpus_mining_options": {"rank_range": (1, 10), "max_score_ratio": 0.95},
+        },
+    ),
+    "tk-mnrl-hb-remine-2ep-unused3-lr2e4-soup2": (
+        "tk-mnrl-hb-remine-2ep-unused3-lr2e4 trained with seeds 0 and 1 (pair order and "
+        "dropout), their weights averaged (a uniform model soup): twice the training, the "
+        "inference cost of one model",
+        {
+            **_MNRL_HB,
+            "epochs": 2,
+            "lr": 2e-4,
+            "unused_documents": 20_000,
+            "corpus_negatives": 3,
+            "corpus_mining_options": {"rank_range": (1, 10), "max_score_ratio": 0.95},
+            "soup_seeds": (0, 1),
+        },
+    ),
     "tk-mnrl-hn": (
         "tripletkit MNRL/InfoNCE (τ 0.05) + 1 mined hard negative (mined once)",
         {**_SHARED, "loss": "mnrl"},
@@ -283,11 +342,15 @@ def run_recipe(name: str, task: WordNetRetrievalTask) -> dict[str, Any]:
     elif name in TRIPLETKIT_RECIPES:
         description, options = TRIPLETKIT_RECIPES[name]
         cpu_start = time.process_time()
-        encode, seconds, result = _tripletkit_train(task, options)
+        if "soup_seeds" in options:
+            model, seconds, extra = _tripletkit_soup(task, options)
+        else:
+            model, seconds, result = _tripletkit_train(task, options)
+            extra = {"mining_seconds": round(result.mining_seconds, 1), "steps": result.steps}
+        encode = tripletkit_encoder(model)
         record["train_cpu_seconds"] = round(time.process_time() - cpu_start, 1)
         record["description"] = description
         record["options"] = {k: v for k, v in options.items()}
-        extra = {"mining_seconds": round(result.mining_seconds, 1), "steps": result.steps}
     else:
         known = ["untuned", "st-mnrl", "st-mnrl-1.4ep", "st-triplet", *TRIPLETKIT_RECIPES]
         raise SystemExit(f"unknown recipe {name!r}; known: {', '.join(known)}")
@@ -318,10 +381,19 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
     ]
     for record in results["recipes"].values():
         cpu = record.get("train_cpu_seconds")
+        description = record["description"]
+        if record.get("members"):
+            description += (
+                " (members: "
+                + ", ".join(
+                    f"seed {m['seed']} R@1 {m['recall_at_1']:.4f}" for m in record["members"]
+                )
+                + ")"
+            )
         lines.append(
             f"| {record['recipe']} | {record['recall_at_1']:.3f} | {record['recall_at_10']:.3f} "
             f"| {record['mrr_at_10']:.3f} | {record['train_seconds']:.0f} | "
-            f"{'—' if cpu is None else f'{cpu:.0f}'} | {record['description']} |"
+            f"{'—' if cpu is None else f'{cpu:.0f}'} | {description} |"
         )
     lines += [
         "",

@@ -171,3 +171,52 @@ def test_embedding_is_what_the_model_computes(run_dir, vectors):
     with torch.no_grad():
         expected = model(x).numpy()
     np.testing.assert_allclose(read_vectors(vectors).vectors[:16], expected, atol=1e-5)
+
+
+def test_average_models_writes_the_mean_of_two_runs_usable_as_a_run(run_dir, tmp_path):
+    from tripletkit.models import load_model
+
+    second = tmp_path / "seed1"
+    train(resolve_config(overrides={**FAST, "train.seed": 1}), run_dir=second)
+    out = tmp_path / "soup"
+    code = cli_main(
+        ["average-models", str(run_dir), str(second), "--out", str(out), "--weights", "1,3"]
+    )
+    assert code == 0
+    assert (out / "config.json").read_text() == (run_dir / "config.json").read_text()
+    soup = load_model(out / "model").state_dict()
+    first_state = load_model(run_dir / "model").state_dict()
+    second_state = load_model(second / "model").state_dict()
+    moved = 0
+    for name, value in soup.items():
+        if value.is_floating_point():
+            expected = (first_state[name].double() + 3 * second_state[name].double()) / 4
+            np.testing.assert_allclose(value.double().numpy(), expected.numpy(), atol=1e-6)
+            moved += not torch.equal(first_state[name], second_state[name])
+        else:
+            assert torch.equal(value, first_state[name])
+    assert moved > 0  # the two seeds really trained different weights
+    # The averaged directory works wherever a run directory does.
+    vectors_out = tmp_path / "soup.parquet"
+    assert (
+        cli_main(["embed", "--model", str(out), "--data", "digits", "--out", str(vectors_out)]) == 0
+    )
+    assert read_vectors(vectors_out).vectors.shape[0] == len(load_digits().labels)
+
+
+def test_average_models_usage_errors(run_dir, tmp_path, capsys):
+    assert cli_main(["average-models", str(run_dir), "--out", str(run_dir)]) == 2
+    assert "is one of the input models" in capsys.readouterr().err
+    code = cli_main(
+        ["average-models", str(run_dir), "--out", str(tmp_path / "o"), "--weights", "1,2"]
+    )
+    assert code == 2
+    assert "--weights has 2 values for 1 models" in capsys.readouterr().err
+    code = cli_main(
+        ["average-models", str(run_dir), "--out", str(tmp_path / "o"), "--weights", "-1"]
+    )
+    assert code == 1
+    assert "finite and non-negative" in capsys.readouterr().err
+    assert (
+        cli_main(["average-models", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+    )

@@ -498,6 +498,58 @@ command("index", "build, search or inspect a vector index")(_add_index_arguments
 
 
 # ----------------------------------------------------------------------------------------------
+# average-models (tripletkit.models.averaging)
+
+
+def _add_average_models_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "models",
+        nargs="+",
+        metavar="MODEL",
+        help="run directories or saved model directories of one architecture, fine-tuned from "
+        "the same starting weights (e.g. the same recipe with different --seed)",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="directory to write: OUT/model (the averaged model) and, when the first MODEL is a "
+        "run directory, its config.json, so OUT works wherever a run directory does",
+    )
+    parser.add_argument(
+        "--weights", help="one non-negative weight per model, comma-separated (default: uniform)"
+    )
+    parser.set_defaults(run=_run_average_models)
+
+
+def _run_average_models(args: argparse.Namespace) -> int:
+    import shutil
+    from pathlib import Path
+
+    from tripletkit.inference import load_run
+    from tripletkit.models import average_models, save_model
+
+    weights = _float_list(args.weights, "--weights") if args.weights else None
+    if weights is not None and len(weights) != len(args.models):
+        raise UsageError(f"--weights has {len(weights)} values for {len(args.models)} models")
+    out = Path(args.out)
+    if any(Path(m).resolve() == out.resolve() for m in args.models):
+        raise UsageError(f"--out {args.out!r} is one of the input models; choose a new directory")
+    runs = [load_run(path) for path in args.models]
+    soup = average_models([run.model for run in runs], weights=weights)
+    save_model(soup, out / "model")
+    first_config = runs[0].directory / "config.json"
+    if (runs[0].directory / "model").is_dir() and first_config.is_file():
+        shutil.copyfile(first_config, out / "config.json")
+    print(f"averaged {len(runs)} models into {out / 'model'}")
+    return 0
+
+
+command("average-models", "average the weights of fine-tuned models (a model soup)")(
+    _add_average_models_arguments
+)
+
+
+# ----------------------------------------------------------------------------------------------
 # report (tripletkit.report.command)
 
 from tripletkit.report.command import add_report_arguments  # noqa: E402

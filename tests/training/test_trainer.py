@@ -76,14 +76,16 @@ def test_trains_and_writes_a_complete_run_directory(tmp_path):
     assert summary["data"]["test_classes"] == [5, 6, 7, 8, 9]
 
 
-def test_learns_on_feature_vectors(tmp_path):
+def _clustered_vectors() -> tuple[torch.Tensor, TrainData, RunConfig]:
+    """12 noisy Gaussian clusters of 16-d vectors (30 each) and a 3-epoch config for them.
+
+    Validation holds out every third item of the training classes, so the metric rises clearly
+    once the model learns."""
     generator = torch.Generator().manual_seed(0)
     centers = torch.randn(12, 16, generator=generator) * 2
     labels = torch.arange(12).repeat_interleave(30)
     x = centers[labels] + 2 * torch.randn(360, 16, generator=generator)
-    # Held-out items of the training classes: the metric must rise clearly once the model learns.
     train_side = torch.arange(360) % 3 != 0
-    val_side = ~train_side
     config = resolve_config(
         overrides={
             "data.p": 4,
@@ -97,8 +99,13 @@ def test_learns_on_feature_vectors(tmp_path):
     )
     data = TrainData(
         FeatureDataset(x[train_side], labels[train_side]),
-        FeatureDataset(x[val_side], labels[val_side]),
+        FeatureDataset(x[~train_side], labels[~train_side]),
     )
+    return x, data, config
+
+
+def test_learns_on_feature_vectors(tmp_path):
+    _, data, config = _clustered_vectors()
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8))
     result = Trainer(
@@ -219,26 +226,7 @@ class _Recording(torch.nn.Module):
 def test_a_projector_trains_the_embedding_before_it(tmp_path):
     from tripletkit.models import create_model, load_model
 
-    generator = torch.Generator().manual_seed(0)
-    centers = torch.randn(12, 16, generator=generator) * 2
-    labels = torch.arange(12).repeat_interleave(30)
-    x = centers[labels] + 2 * torch.randn(360, 16, generator=generator)
-    train_side = torch.arange(360) % 3 != 0
-    config = resolve_config(
-        overrides={
-            "data.p": 4,
-            "data.k": 8,
-            "train.epochs": 3,
-            "train.quiet": True,
-            "train.report": False,
-            "train.tensorboard": False,
-            "optim.lr": 0.01,
-        }
-    )
-    data = TrainData(
-        FeatureDataset(x[train_side], labels[train_side]),
-        FeatureDataset(x[~train_side], labels[~train_side]),
-    )
+    x, data, config = _clustered_vectors()
     torch.manual_seed(0)
     model = create_model("mlp", in_features=16, embedding_dim=8, projector=[12, 4])
     before = {k: v.clone() for k, v in model.state_dict().items()}

@@ -27,6 +27,7 @@ images (channels, scale, ImageNet normalisation for pretrained models).
 
 # Importing the backbone modules registers their models.
 from tripletkit.models import cnn, efficientnet, mlp, resnet, text
+from tripletkit.models.averaging import average_models
 from tripletkit.models.embedding import HEADS, EmbeddingModel, ProgressCallback, make_head
 from tripletkit.models.input_spec import (
     IMAGENET_MEAN,
@@ -58,6 +59,7 @@ __all__ = [
     "ProgressCallback",
     "TextInputSpec",
     "VectorInputSpec",
+    "average_models",
     "cnn",
     "create_model",
     "create_model_from_config",
