@@ -179,6 +179,83 @@ def test_torchrun_two_processes_trains_with_mining_across_ranks(tmp_path, projec
         assert moved
 
 
+_TRAIN_UNDER_TORCHRUN = """
+import json, os, sys
+import torch
+import torch.distributed as dist
+from tests.training.test_precision_accumulation_ddp import BASE, _data, _model
+from tripletkit.data import FeatureDataset
+from tripletkit.losses import BatchTripletLoss
+from tripletkit.training import TrainData, Trainer, resolve_config
+
+x, y = _data()
+
+
+def trainer(model, run_dir):
+    return Trainer(
+        model,
+        BatchTripletLoss(margin=0.5, mining="all"),
+        TrainData(FeatureDataset(x, y), FeatureDataset(x, y)),
+        resolve_config(overrides=BASE),
+        run_dir,
+    )
+
+
+model = _model()
+opened_by_fit = trainer(model, sys.argv[1] + "-a")
+opened_by_fit.fit()
+out = {
+    "initialized_after_fit": dist.is_initialized(),
+    "model_is_callers": opened_by_fit.model is model,
+    "checksum": sum(float(p.detach().double().sum()) for p in model.parameters()),
+}
+# A group the caller opened stays open after fit.
+dist.init_process_group("gloo")
+trainer(_model(), sys.argv[1] + "-b").fit()
+out["callers_group_still_open"] = dist.is_initialized()
+dist.destroy_process_group()
+with open(os.path.join(sys.argv[2], f"rank{os.environ['RANK']}.json"), "w") as f:
+    json.dump(out, f)
+"""
+
+
+def test_trainer_closes_the_process_group_it_opened_and_returns_the_bare_model(tmp_path):
+    """Under torchrun, ``fit`` opens the gloo group itself and closes it before returning: a group
+    left open until interpreter exit can abort a rank (SIGABRT, "terminate called without an
+    active exception") after a successful run. The caller gets its own module back, unwrapped
+    from DistributedDataParallel, with the same weights on both ranks. A group the caller opened
+    is the caller's to close: it is still open after ``fit``."""
+    script = tmp_path / "train_ddp.py"
+    script.write_text(_TRAIN_UNDER_TORCHRUN)
+    root = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)]),
+        "OMP_NUM_THREADS": "1",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={_free_port()}",
+        str(script),
+        str(tmp_path / "run"),
+        str(tmp_path),
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for record in ranks:
+        assert record["initialized_after_fit"] is False
+        assert record["model_is_callers"] is True
+        assert record["callers_group_still_open"] is True
+    # DDP kept the replicas in step: both ranks hold the same trained weights.
+    assert ranks[0]["checksum"] == pytest.approx(ranks[1]["checksum"], rel=1e-6)
+    untrained = sum(float(p.detach().double().sum()) for p in _model().parameters())
+    assert ranks[0]["checksum"] != pytest.approx(untrained, rel=1e-9)
+
+
 def test_warns_when_training_ends_below_the_untrained_model(tmp_path):
     x, y = _data()
     scores = iter([0.9, 0.5, 0.6])  # before training, then epochs 1 and 2

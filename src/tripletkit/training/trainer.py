@@ -179,6 +179,7 @@ class Trainer:
         evaluate: Evaluate | None = None,
     ) -> None:
         self.model = model
+        self._owns_process_group = False  # set when fit() opens the torch.distributed group
         self.loss_fn = loss_fn
         self.data = data
         self.config = config
@@ -205,6 +206,7 @@ class Trainer:
         if world > 1 and not dist.is_initialized():
             backend = "nccl" if self.device.type == "cuda" else "gloo"
             dist.init_process_group(backend=backend)
+            self._owns_process_group = True
             if self.device.type == "cuda":
                 local = int(os.environ.get("LOCAL_RANK", "0"))
                 torch.cuda.set_device(local)
@@ -376,7 +378,12 @@ class Trainer:
     # ----------------------------------------------------------------------------------------
 
     def fit(self, resume: bool = False) -> TrainResult:
-        """Train; with ``resume``, continue from ``run_dir``'s last checkpoint exactly."""
+        """Train; with ``resume``, continue from ``run_dir``'s last checkpoint exactly.
+
+        Under ``torchrun`` (``WORLD_SIZE`` > 1) with no process group open, ``fit`` opens one and
+        closes it before returning, leaving ``self.model`` as the caller's module (no longer
+        wrapped in DistributedDataParallel). A group the caller opened is left open.
+        """
         config = self.config
         self.device = _resolve_device(config.train.device)
         self.rank, self.world_size = self._distributed()
@@ -568,6 +575,13 @@ class Trainer:
             after = self._finish(progress)
         if self.world_size > 1:
             dist.barrier()
+        if self._owns_process_group:
+            # The group this trainer opened is closed here, before the interpreter exits: a gloo
+            # group torn down at exit can abort the process ("terminate called without an active
+            # exception") after training succeeded. The model is handed back unwrapped.
+            self.model = self.model.module
+            dist.destroy_process_group()
+            self._owns_process_group = False
         return TrainResult(
             run_dir=self.run_dir,
             before=progress["before"],
