@@ -101,6 +101,42 @@ def test_evaluate_text_protocol_needs_queries(run_dir, capsys):
     assert len(err) == 1 and "--query-data" in err[0]
 
 
+def test_evaluate_text_with_hubness_bank_matches_brute_force(run_dir, vectors, tmp_path, capsys):
+    """Queries, corpus and bank are all the digits: qrels make every same-label image relevant.
+    Recall@100 with and without the CSLS correction against numpy on the written vectors."""
+    base = ["evaluate", "--model", str(run_dir), "--data", "digits", "--protocol", "text"]
+    base += ["--query-data", "digits", "--quiet"]
+    plain_out, corrected_out = tmp_path / "plain.json", tmp_path / "csls.json"
+    assert cli_main([*base, "--out", str(plain_out)]) == 0
+    bank = ["--hubness-bank", "digits", "--hubness-k", "5"]
+    assert cli_main([*base, *bank, "--out", str(corrected_out)]) == 0
+    written = read_vectors(vectors)
+    labels = np.asarray(written.labels)
+    d = _cosine_distances(written.vectors, written.vectors)
+    offsets = -0.5 * np.sort(d, axis=1)[:, :5].mean(axis=1)  # the bank is the corpus here
+
+    relevant = (labels[:, None] == labels[None, :]).sum(axis=1)
+
+    def recall_at_100(distances: np.ndarray) -> float:
+        order = np.argsort(distances, axis=1, kind="stable")[:, :100]
+        return float(np.mean((labels[order] == labels[:, None]).sum(axis=1) / relevant))
+
+    plain, corrected = recall_at_100(d), recall_at_100(d + offsets)
+    for out, expected in ((plain_out, plain), (corrected_out, corrected)):
+        got = json.loads(out.read_text())["metrics"]["recall_at_100"]
+        assert got == pytest.approx(expected, abs=1e-3)
+    # The correction changed the rankings (the two figures are not the same computation).
+    assert abs(plain - corrected) > 1e-3
+    capsys.readouterr()
+    assert cli_main([*base, "--hubness-bank", "digits", "--hubness-k", "0"]) == 2
+    assert "--hubness-k" in capsys.readouterr().err
+    assert cli_main([*base, "--hubness-bank", "digits", "--hubness-k", "100000"]) == 2
+    assert "holds 1797 items" in capsys.readouterr().err
+    retrieval = ["evaluate", "--model", str(run_dir), "--data", "digits"]
+    assert cli_main([*retrieval, "--hubness-bank", "digits"]) == 2
+    assert "--protocol text only" in capsys.readouterr().err
+
+
 def _digit_png(path, index: int) -> str:
     image = load_digits().images[index]
     Image.fromarray(np.asarray(image).reshape(image.shape[-2:]).astype(np.uint8)).save(path)

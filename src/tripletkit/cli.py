@@ -285,6 +285,14 @@ def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--query-data", help="reid/text: the queries (--data is then the gallery / corpus)"
     )
+    parser.add_argument(
+        "--hubness-bank",
+        help="text: data whose items are queries like the ones asked (e.g. the training "
+        "queries; labels not needed): rank the corpus with the CSLS hubness correction over it",
+    )
+    parser.add_argument(
+        "--hubness-k", type=int, default=10, help="bank queries per corpus item (default 10)"
+    )
     parser.add_argument("--out", help="also write the metrics as JSON here")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=_run_evaluate)
@@ -296,6 +304,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
     if args.protocol in ("reid", "text") and not args.query_data:
         raise UsageError(f"--protocol {args.protocol} needs --query-data (queries) besides --data")
+    if args.hubness_bank and args.protocol != "text":
+        raise UsageError("--hubness-bank applies to --protocol text only")
+    if args.hubness_k < 1:
+        raise UsageError(f"--hubness-k must be >= 1; got {args.hubness_k}")
     run = load_run(args.model)
     dataset, sources = open_dataset(args.data, run)
     embedded = embed_dataset(run, dataset, sources, progress=not args.quiet)
@@ -332,8 +344,20 @@ def _run_evaluate(args: argparse.Namespace) -> int:
                 q: {d: 1 for d in np.flatnonzero(embedded.labels == label).tolist()}
                 for q, label in enumerate(queries.labels.tolist())
             }
+            offsets = None
+            if args.hubness_bank:
+                bank_set, bank_sources = open_dataset(args.hubness_bank, run)
+                bank = embed_dataset(run, bank_set, bank_sources, progress=not args.quiet)
+                if args.hubness_k > len(bank.embeddings):
+                    raise UsageError(
+                        f"--hubness-k {args.hubness_k} but --hubness-bank {args.hubness_bank!r} "
+                        f"holds {len(bank.embeddings)} items"
+                    )
+                offsets = evaluation.hubness_offsets(
+                    embedded.embeddings, bank.embeddings, args.hubness_k
+                )
             metrics = evaluation.evaluate_text_retrieval(
-                queries.embeddings, embedded.embeddings, qrels
+                queries.embeddings, embedded.embeddings, qrels, document_offsets=offsets
             ).metrics
     _print_metrics(f"{args.protocol} metrics of {args.model} on {args.data}:", metrics)
     _write_json(

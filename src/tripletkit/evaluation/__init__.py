@@ -12,7 +12,10 @@ values beside it:
   TAR@FAR, LFW 10-fold accuracy; :func:`suggest_threshold` for deployment;
 * :func:`evaluate_reid`: CMC, mAP, mINP with the Market-1501 gallery rule;
 * :func:`evaluate_text_retrieval`: Recall@k, MRR@10, nDCG@10 from qrels;
-* :func:`evaluate_clustering`: NMI and AMI of k-means clusters.
+* :func:`evaluate_clustering`: NMI and AMI of k-means clusters;
+* :func:`hubness_offsets`: a per-reference correction (CSLS over a bank of known queries) that
+  keeps hub references from crowding the top of every ranking (the searches take it as offsets),
+  and :func:`k_occurrence_skewness` to measure how much hubness there is.
 
 >>> import torch
 >>> from tripletkit.evaluation import retrieval_metrics
@@ -28,6 +31,7 @@ from tripletkit.evaluation.clustering import (
     kmeans,
     normalized_mutual_information,
 )
+from tripletkit.evaluation.hubness import hubness_offsets, k_occurrence_skewness
 from tripletkit.evaluation.reid import ReidEvaluation, evaluate_reid
 from tripletkit.evaluation.retrieval import (
     RetrievalEvaluation,
@@ -73,6 +77,8 @@ __all__ = [
     "evaluate_text_retrieval",
     "evaluate_verification",
     "evaluate_verification_from_labels",
+    "hubness_offsets",
+    "k_occurrence_skewness",
     "kmeans",
     "knn",
     "lfw_accuracy",

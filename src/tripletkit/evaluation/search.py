@@ -45,6 +45,7 @@ __all__ = [
     "DEFAULT_TILE_BYTES",
     "Neighbours",
     "as_embeddings",
+    "check_reference_offsets",
     "iter_knn",
     "iter_rankings",
     "knn",
@@ -89,6 +90,35 @@ def as_embeddings(x: Any, name: str) -> torch.Tensor:
             x = x.copy()
         x = torch.from_numpy(x)
     return check_embeddings(x, name).detach()
+
+
+def check_reference_offsets(offsets: Any, num_references: int, name: str) -> np.ndarray | None:
+    """``offsets`` as a finite ``(num_references,)`` float64 array, or ``None`` for none.
+
+    Offsets are added to every distance to their reference before ranking (e.g. the hubness
+    correction of :func:`tripletkit.evaluation.hubness.hubness_offsets`).
+
+    >>> check_reference_offsets([0.5, -1], 2, "offsets").tolist()
+    [0.5, -1.0]
+    """
+    if offsets is None:
+        return None
+    if isinstance(offsets, torch.Tensor):
+        offsets = offsets.detach().cpu().numpy()
+    values = np.asarray(offsets)
+    if (
+        values.shape != (num_references,)
+        or not np.issubdtype(values.dtype, np.number)
+        or np.issubdtype(values.dtype, np.complexfloating)
+    ):
+        raise ValueError(
+            f"{name} has shape {values.shape} and dtype {values.dtype}; expected "
+            f"({num_references},) real numbers, one per reference (see hubness_offsets)"
+        )
+    values = values.astype(np.float64)
+    if not bool(np.isfinite(values).all()):
+        raise ValueError(f"{name} must be finite; got NaN or Inf")
+    return values
 
 
 def _check_search_inputs(
@@ -184,6 +214,7 @@ def iter_knn(
     *,
     distance: Metric | str = "cosine",
     tile_bytes: int = DEFAULT_TILE_BYTES,
+    reference_offsets: Any = None,
 ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
     """Exact k nearest references, one block of queries at a time (see :func:`knn`).
 
@@ -206,6 +237,9 @@ def iter_knn(
             + (" (a set searched against itself excludes each query)" if same else "")
         )
     dtype = _distance_dtype(queries, references)
+    offsets = check_reference_offsets(reference_offsets, references.shape[0], "reference_offsets")
+    if offsets is not None:
+        offsets = offsets.astype(dtype)
     k = int(k)
     n = queries.shape[0]
     if k == 0 or n == 0:
@@ -213,7 +247,9 @@ def iter_knn(
             yield start, n, np.empty((n, 0), dtype=dtype), np.empty((n, 0), dtype=np.int64)
         return
     queries, references, normalized = _normalized_once(queries, references, same, distance)
-    if same and n * k * (dtype.itemsize + 4) <= _SYMMETRIC_HEAP_BYTES:
+    # Offsets make the distances of a set to itself asymmetric: the blocked search handles that.
+    symmetric = same and offsets is None
+    if symmetric and n * k * (dtype.itemsize + 4) <= _SYMMETRIC_HEAP_BYTES:
         values, indices = _symmetric_knn(queries, k, distance, dtype, tile_bytes, normalized)
         # The consumer's per-block work (sorting, relevance, metrics) takes ~64 bytes an entry.
         rows = _query_block_rows(k, 64, tile_bytes)
@@ -243,6 +279,8 @@ def iter_knn(
                 buffer=buffer,
                 normalized=normalized,
             )
+            if offsets is not None:
+                block += offsets[ref_start:ref_stop]
             skip = np.arange(start - ref_start, stop - ref_start, dtype=np.int64)
             if not same:
                 skip[:] = -1
@@ -303,6 +341,7 @@ def knn(
     *,
     distance: Metric | str = "cosine",
     tile_bytes: int = DEFAULT_TILE_BYTES,
+    reference_offsets: Any = None,
 ) -> Neighbours:
     """Exact k nearest references of every query, without an ``(N, M)`` distance matrix.
 
@@ -315,6 +354,9 @@ def knn(
         distance: one of ``tripletkit.distances.METRICS`` (smaller means closer); ``"cosine"`` suits
             L2-normalised embeddings.
         tile_bytes: memory for one tile of distances and its bookkeeping.
+        reference_offsets: ``(M,)`` numbers added to every distance to each reference before
+            ranking (and in the returned distances), e.g. the hubness correction of
+            :func:`tripletkit.evaluation.hubness.hubness_offsets`; ``None`` for none.
 
     Returns:
         :class:`Neighbours` ordered by ``(distance, reference index)`` (see the module docstring).
@@ -324,7 +366,16 @@ def knn(
     >>> result.indices.tolist()
     [[1, 2], [2, 0], [1, 0], [1, 2]]
     """
-    blocks = list(iter_knn(queries, references, k, distance=distance, tile_bytes=tile_bytes))
+    blocks = list(
+        iter_knn(
+            queries,
+            references,
+            k,
+            distance=distance,
+            tile_bytes=tile_bytes,
+            reference_offsets=reference_offsets,
+        )
+    )
     if not blocks:
         dtype = torch.float32
         return Neighbours(torch.empty(0, k, dtype=dtype), torch.empty(0, k, dtype=torch.int64))

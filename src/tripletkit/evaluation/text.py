@@ -26,7 +26,12 @@ import numpy as np
 import torch
 
 from tripletkit.distances import METRICS, Metric, pairwise_distances_unchecked
-from tripletkit.evaluation.search import DEFAULT_TILE_BYTES, as_embeddings, iter_knn
+from tripletkit.evaluation.search import (
+    DEFAULT_TILE_BYTES,
+    as_embeddings,
+    check_reference_offsets,
+    iter_knn,
+)
 from tripletkit.validation import check_choice, check_same_dim
 
 __all__ = [
@@ -129,6 +134,7 @@ def evaluate_text_retrieval(
     ks: Iterable[int] = DEFAULT_TEXT_KS,
     distance: Metric | str = "cosine",
     tile_bytes: int = DEFAULT_TILE_BYTES,
+    document_offsets: Any = None,
 ) -> TextRetrievalEvaluation:
     """Rank the documents for each query by exact search, then score with qrels.
 
@@ -140,6 +146,8 @@ def evaluate_text_retrieval(
         ks: the cut-offs of ``recall_at_<k>``.
         distance: one of ``tripletkit.distances.METRICS``.
         tile_bytes: memory for one tile of the search.
+        document_offsets: ``(C,)`` numbers added to every distance to each document before
+            ranking, e.g. :func:`tripletkit.evaluation.hubness.hubness_offsets`.
 
     Returns:
         A :class:`TextRetrievalEvaluation` (see :func:`text_ranking_metrics`).
@@ -175,7 +183,12 @@ def evaluate_text_retrieval(
     rankings: dict[Hashable, list[Hashable]] = {}
     if rows.size:
         for start, _, _, indices in iter_knn(
-            queries[rows], documents, depth, distance=distance, tile_bytes=tile_bytes
+            queries[rows],
+            documents,
+            depth,
+            distance=distance,
+            tile_bytes=tile_bytes,
+            reference_offsets=document_offsets,
         ):
             for offset, ranked in enumerate(indices):
                 rankings[wanted[start + offset]] = [document_ids[i] for i in ranked]
@@ -189,6 +202,7 @@ def rank_of_correct(
     *,
     distance: Metric | str = "cosine",
     tile_bytes: int = DEFAULT_TILE_BYTES,
+    corpus_offsets: Any = None,
 ) -> np.ndarray:
     """The rank of each query's one correct corpus item: ``1 +`` the number of corpus items
     strictly closer to the query than the correct one.
@@ -202,6 +216,8 @@ def rank_of_correct(
         targets: ``(Q,)`` int, the corpus row of each query's correct item.
         distance: one of ``tripletkit.distances.METRICS``.
         tile_bytes: memory for one block of the ``(Q, C)`` distances.
+        corpus_offsets: ``(C,)`` numbers added to every distance to each corpus item before
+            ranking, e.g. :func:`tripletkit.evaluation.hubness.hubness_offsets`.
 
     Returns:
         ``(Q,)`` int64 ranks in ``[1, C]``.
@@ -224,6 +240,7 @@ def rank_of_correct(
         )
     if targets.size and (targets.min() < 0 or targets.max() >= corpus.shape[0]):
         raise ValueError(f"targets must be corpus rows in [0, {corpus.shape[0] - 1}]")
+    offsets = check_reference_offsets(corpus_offsets, corpus.shape[0], "corpus_offsets")
     ranks = np.empty(queries.shape[0], dtype=np.int64)
     block = max(1, tile_bytes // max(1, 8 * corpus.shape[0]))
     target_tensor = torch.from_numpy(targets.astype(np.int64))
@@ -231,6 +248,8 @@ def rank_of_correct(
         for start in range(0, queries.shape[0], block):
             stop = min(start + block, queries.shape[0])
             distances = pairwise_distances_unchecked(queries[start:stop], corpus, distance)
+            if offsets is not None:
+                distances = distances + torch.from_numpy(offsets).to(distances)
             correct = distances.gather(1, target_tensor[start:stop, None].to(distances.device))
             closer = (distances < correct).sum(dim=1)
             ranks[start:stop] = closer.cpu().numpy() + 1
