@@ -287,8 +287,8 @@ def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--hubness-bank",
-        help="text: data whose items are queries like the ones asked (e.g. the training "
-        "queries; labels not needed): rank the corpus with the CSLS hubness correction over it",
+        help="text: labelled data (as --data) whose items are queries like the ones asked (e.g. "
+        "the training queries): rank the corpus with the CSLS hubness correction over it",
     )
     parser.add_argument(
         "--hubness-k", type=int, default=10, help="bank queries per corpus item (default 10)"
