@@ -117,18 +117,34 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
+def _torchrun_two_processes(arguments: list[str]) -> subprocess.CompletedProcess:
+    """``torchrun --nproc_per_node=2 ARGUMENTS`` on CPU with src/ and the repository importable;
+    asserts that it succeeded."""
+    root = Path(__file__).resolve().parents[2]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)]),
+        "OMP_NUM_THREADS": "1",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        f"--master_port={_free_port()}",
+        *arguments,
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
 @pytest.mark.parametrize("projector", [None, "16,8"])
 def test_torchrun_two_processes_trains_with_mining_across_ranks(tmp_path, projector):
     """``torchrun --nproc_per_node=2 -m tripletkit train`` on CPU (gloo): one run directory, written
     by rank 0, with each rank drawing its own P×K batches; with a projector, the loss's forward
     pass goes through the DistributedDataParallel wrapper too."""
     run = tmp_path / "ddp"
-    src = str(Path(__file__).resolve().parents[2] / "src")
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]),
-        "OMP_NUM_THREADS": "1",
-    }
     sets = {
         "data.dataset": "digits",
         "data.p": 5,
@@ -139,24 +155,10 @@ def test_torchrun_two_processes_trains_with_mining_across_ranks(tmp_path, projec
     }
     if projector is not None:
         sets["model.projector"] = projector
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        f"--master_port={_free_port()}",
-        "-m",
-        "tripletkit",
-        "train",
-        "--run-dir",
-        str(run),
-        "--quiet",
-        "--no-report",
-    ]
+    arguments = ["-m", "tripletkit", "train", "--run-dir", str(run), "--quiet", "--no-report"]
     for key, value in sets.items():
-        command += ["--set", f"{key}={value}"]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+        arguments += ["--set", f"{key}={value}"]
+    done = _torchrun_two_processes(arguments)
     assert done.stdout.count("run directory:") == 1  # rank 0 alone reports
     summary = json.loads((run / "summary.json").read_text())
     assert summary["after"]["map_at_r"] > 0
@@ -230,24 +232,7 @@ def test_trainer_closes_the_process_group_it_opened_and_returns_the_bare_model(t
     is the caller's to close: it is still open after ``fit``."""
     script = tmp_path / "train_ddp.py"
     script.write_text(_TRAIN_UNDER_TORCHRUN)
-    root = Path(__file__).resolve().parents[2]
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(root / "src"), str(root)]),
-        "OMP_NUM_THREADS": "1",
-    }
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        f"--master_port={_free_port()}",
-        str(script),
-        str(tmp_path / "run"),
-        str(tmp_path),
-    ]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
+    _torchrun_two_processes([str(script), str(tmp_path / "run"), str(tmp_path)])
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     for record in ranks:
         assert record["initialized_after_fit"] is False

@@ -43,6 +43,18 @@ from tripletkit.validation import check_choice, check_same_dim
 __all__ = ["hubness_offsets", "k_occurrence_skewness"]
 
 
+def _checked_inputs(
+    references: Any, others: Any, others_name: str, k: Any, distance: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    check_choice(distance, METRICS, "distance")
+    references = as_embeddings(references, "references")
+    others = as_embeddings(others, others_name)
+    check_same_dim(references, others, "references", others_name)
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be an integer >= 1; got {k!r}")
+    return references, others
+
+
 def hubness_offsets(
     references: Any,
     query_bank: Any,
@@ -73,12 +85,7 @@ def hubness_offsets(
     >>> [round(v, 4) for v in hubness_offsets(corpus, bank, k=2, distance="euclidean").tolist()]
     [-0.0354, -0.3182]
     """
-    check_choice(distance, METRICS, "distance")
-    references = as_embeddings(references, "references")
-    query_bank = as_embeddings(query_bank, "query_bank")
-    check_same_dim(references, query_bank, "references", "query_bank")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be an integer >= 1; got {k!r}")
+    references, query_bank = _checked_inputs(references, query_bank, "query_bank", k, distance)
     if k > query_bank.shape[0]:
         raise ValueError(
             f"k={k} but the query bank holds {query_bank.shape[0]} queries; pass k <= "
@@ -112,12 +119,7 @@ def k_occurrence_skewness(
     >>> round(k_occurrence_skewness(references, queries, k=1), 4)  # N_1 = [3, 1, 0, 0]
     0.8165
     """
-    check_choice(distance, METRICS, "distance")
-    references = as_embeddings(references, "references")
-    queries = as_embeddings(queries, "queries")
-    check_same_dim(references, queries, "references", "queries")
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be an integer >= 1; got {k!r}")
+    references, queries = _checked_inputs(references, queries, "queries", k, distance)
     nearest = knn(queries, references, int(k), distance=distance, tile_bytes=tile_bytes)
     counts = np.bincount(nearest.indices.numpy().ravel(), minlength=references.shape[0])
     deviations = counts.astype(np.float64) - counts.mean()

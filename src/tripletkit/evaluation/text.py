@@ -241,6 +241,7 @@ def rank_of_correct(
     if targets.size and (targets.min() < 0 or targets.max() >= corpus.shape[0]):
         raise ValueError(f"targets must be corpus rows in [0, {corpus.shape[0] - 1}]")
     offsets = check_reference_offsets(corpus_offsets, corpus.shape[0], "corpus_offsets")
+    offset_row = None if offsets is None else torch.from_numpy(offsets)
     ranks = np.empty(queries.shape[0], dtype=np.int64)
     block = max(1, tile_bytes // max(1, 8 * corpus.shape[0]))
     target_tensor = torch.from_numpy(targets.astype(np.int64))
@@ -249,7 +250,7 @@ def rank_of_correct(
             stop = min(start + block, queries.shape[0])
             distances = pairwise_distances_unchecked(queries[start:stop], corpus, distance)
             if offsets is not None:
-                distances = distances + torch.from_numpy(offsets).to(distances)
+                distances += offset_row.to(distances)
             correct = distances.gather(1, target_tensor[start:stop, None].to(distances.device))
             closer = (distances < correct).sum(dim=1)
             ranks[start:stop] = closer.cpu().numpy() + 1
