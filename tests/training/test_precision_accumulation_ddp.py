@@ -134,7 +134,7 @@ def _torchrun_two_processes(arguments: list[str]) -> subprocess.CompletedProcess
         f"--master_port={_free_port()}",
         *arguments,
     ]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
 
@@ -181,67 +181,54 @@ def test_torchrun_two_processes_trains_with_mining_across_ranks(tmp_path, projec
         assert moved
 
 
-_TRAIN_UNDER_TORCHRUN = """
-import json, os, sys
-import torch
-import torch.distributed as dist
-from tests.training.test_precision_accumulation_ddp import BASE, _data, _model
-from tripletkit.data import FeatureDataset
-from tripletkit.losses import BatchTripletLoss
-from tripletkit.training import TrainData, Trainer, resolve_config
-
-x, y = _data()
+def _api_under_torchrun(scenario: str, tmp_path: Path) -> list[dict]:
+    """Run ``ddp_trainer_worker.py SCENARIO`` on two ranks; each rank's record."""
+    worker = Path(__file__).with_name("ddp_trainer_worker.py")
+    _torchrun_two_processes([str(worker), scenario, str(tmp_path / "run"), str(tmp_path)])
+    return [json.loads((tmp_path / f"{scenario}-rank{r}.json").read_text()) for r in (0, 1)]
 
 
-def trainer(model, run_dir):
-    return Trainer(
-        model,
-        BatchTripletLoss(margin=0.5, mining="all"),
-        TrainData(FeatureDataset(x, y), FeatureDataset(x, y)),
-        resolve_config(overrides=BASE),
-        run_dir,
-    )
-
-
-model = _model()
-opened_by_fit = trainer(model, sys.argv[1] + "-a")
-opened_by_fit.fit()
-out = {
-    "initialized_after_fit": dist.is_initialized(),
-    "model_is_callers": opened_by_fit.model is model,
-    "checksum": sum(float(p.detach().double().sum()) for p in model.parameters()),
-}
-# A group the caller opened stays open after fit.
-dist.init_process_group("gloo")
-trainer(_model(), sys.argv[1] + "-b").fit()
-out["callers_group_still_open"] = dist.is_initialized()
-dist.destroy_process_group()
-with open(os.path.join(sys.argv[2], f"rank{os.environ['RANK']}.json"), "w") as f:
-    json.dump(out, f)
-"""
-
-
-# Opt-in: in one CI-like run the two ranks of this Python-API run took different numbers of steps
-# in epoch 0 and the run hung (an open Trainer bug: the per-rank step count must agree under DDP).
-@pytest.mark.slow
-def test_trainer_closes_the_process_group_it_opened_and_returns_the_bare_model(tmp_path):
-    """Under torchrun, ``fit`` opens the gloo group itself and closes it before returning: a group
-    left open until interpreter exit can abort a rank (SIGABRT, "terminate called without an
-    active exception") after a successful run. The caller gets its own module back, unwrapped
-    from DistributedDataParallel, with the same weights on both ranks. A group the caller opened
-    is the caller's to close: it is still open after ``fit``."""
-    script = tmp_path / "train_ddp.py"
-    script.write_text(_TRAIN_UNDER_TORCHRUN)
-    _torchrun_two_processes([str(script), str(tmp_path / "run"), str(tmp_path)])
-    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+def test_trainer_under_torchrun_stops_early_on_every_rank_and_returns_the_best_model(tmp_path):
+    """``fit`` opens the gloo group itself and closes it before returning (a group left open
+    until interpreter exit can abort a rank: SIGABRT, "terminate called without an active
+    exception"). Rank 0 alone validates; its early-stopping decision (patience 1, validation
+    worse after epoch 1) reaches every rank, so both stop after epoch 2 of 4 instead of one rank
+    waiting forever in the next step's collectives; both end with the best epoch's weights and the
+    same result, in the caller's own module."""
+    ranks = _api_under_torchrun("owned", tmp_path)
     for record in ranks:
         assert record["initialized_after_fit"] is False
         assert record["model_is_callers"] is True
-        assert record["callers_group_still_open"] is True
-    # DDP kept the replicas in step: both ranks hold the same trained weights.
-    assert ranks[0]["checksum"] == pytest.approx(ranks[1]["checksum"], rel=1e-6)
+        assert record["stopped_early"] is True
+        assert record["epochs_run"] == 2
+        assert record["best_epoch"] == 0
+        assert record["after_map_at_r"] == 0.6
+    # DDP kept the replicas in step, and rank 0's best weights (epoch 1) reached rank 1.
+    assert ranks[0]["checksum"] == pytest.approx(ranks[1]["checksum"], rel=1e-9)
     untrained = sum(float(p.detach().double().sum()) for p in _model().parameters())
     assert ranks[0]["checksum"] != pytest.approx(untrained, rel=1e-9)
+    best = load_file(str(tmp_path / "run" / "checkpoints" / "best.safetensors"))
+    best_sum = sum(float(v.double().sum()) for k, v in best.items() if k.startswith("model."))
+    assert ranks[1]["checksum"] == pytest.approx(best_sum, rel=1e-9)
+    last = load_file(str(tmp_path / "run" / "checkpoints" / "last.safetensors"))
+    last_sum = sum(float(v.double().sum()) for k, v in last.items() if k.startswith("model."))
+    assert last_sum != pytest.approx(best_sum, rel=1e-9)  # epoch 2 moved on from the best
+
+
+def test_trainer_under_torchrun_leaves_a_callers_group_open_and_never_wraps_twice(tmp_path):
+    """With a group the caller opened, ``fit`` leaves it open, and hands the model back unwrapped
+    from DistributedDataParallel, so the same Trainer can ``fit`` again."""
+    ranks = _api_under_torchrun("caller", tmp_path)
+    for record in ranks:
+        assert record["first_fit"]["wrapped"] is False
+        assert record["wrapped_after_second_fit"] is False
+        assert record["model_is_callers"] is True
+        assert record["callers_group_still_open"] is True
+    assert ranks[0]["first_fit"]["checksum"] == pytest.approx(
+        ranks[1]["first_fit"]["checksum"], rel=1e-9
+    )
+    assert ranks[0]["checksum"] == pytest.approx(ranks[1]["checksum"], rel=1e-9)
+    assert ranks[0]["checksum"] != pytest.approx(ranks[0]["first_fit"]["checksum"], rel=1e-9)
 
 
 def test_warns_when_training_ends_below_the_untrained_model(tmp_path):

@@ -41,6 +41,8 @@ class RunLog:
         resume: append to an existing ``metrics.jsonl`` after dropping the records of steps that
             a resumed run will redo (those after ``resume_step``).
         resume_step: the step the run resumes from.
+        write: False for a process that must not touch the run directory (the ranks other than 0
+            under torchrun): nothing is written, shown or deleted.
     """
 
     def __init__(
@@ -50,15 +52,20 @@ class RunLog:
         quiet: bool = False,
         tensorboard: bool = True,
         resume_step: int | None = None,
+        write: bool = True,
     ) -> None:
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / "metrics.jsonl"
-        if resume_step is not None and self.path.exists():
-            kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
-            self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
-        elif self.path.exists():
-            self.path.unlink()
+        self.write = write
+        if not write:
+            quiet, tensorboard = True, False
+        else:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            if resume_step is not None and self.path.exists():
+                kept = [r for r in read_metrics(self.path) if r.get("step", 0) <= resume_step]
+                self.path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+            elif self.path.exists():
+                self.path.unlink()
         self.quiet = quiet
         self.total_steps = total_steps
         self.interactive = not quiet and sys.stderr.isatty()
@@ -134,6 +141,8 @@ class RunLog:
             print(message, file=sys.stderr, flush=True)
 
     def _append(self, record: dict[str, Any]) -> None:
+        if not self.write:
+            return
         with open(self.path, "a") as handle:
             handle.write(json.dumps(_jsonable(record)) + "\n")
 

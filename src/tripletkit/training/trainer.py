@@ -22,6 +22,7 @@ import math
 import os
 import random
 import time
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -274,11 +275,7 @@ class Trainer:
         """What the loss trains: the projector's output when the model has one (through the
         DistributedDataParallel wrapper, so that its gradients are synchronised), else the
         embedding."""
-        model = (
-            self.model.module
-            if isinstance(self.model, nn.parallel.DistributedDataParallel)
-            else self.model
-        )
+        model = self._bare_model()
         if uses_projector(model):
             return self.model(inputs, project=True)
         return self.model(inputs)
@@ -287,11 +284,7 @@ class Trainer:
         """Embed the validation set and compute its metrics (rank 0)."""
         if self.data.validation is None:
             return {}
-        model = (
-            self.model.module
-            if isinstance(self.model, nn.parallel.DistributedDataParallel)
-            else self.model
-        )
+        model = self._bare_model()
         loader = torch.utils.data.DataLoader(
             self.data.validation, batch_size=512, shuffle=False, collate_fn=self.data.collate
         )
@@ -322,11 +315,7 @@ class Trainer:
     def _checkpoint_tensors_and_state(
         self, optimizer, epoch, position, step, progress
     ) -> tuple[dict, dict]:
-        model = (
-            self.model.module
-            if isinstance(self.model, nn.parallel.DistributedDataParallel)
-            else self.model
-        )
+        model = self._bare_model()
         tensors = {f"model.{k}": v for k, v in model.state_dict().items()}
         tensors.update({f"loss.{k}": v for k, v in self.loss_fn.state_dict().items()})
         rng_tensors, rng_state = _rng_state()
@@ -362,11 +351,7 @@ class Trainer:
                     f"cannot resume {str(self.run_dir)!r}: its {section} configuration differs from "
                     "this run's; resume with the same configuration (the run directory's config.json)"
                 )
-        model = (
-            self.model.module
-            if isinstance(self.model, nn.parallel.DistributedDataParallel)
-            else self.model
-        )
+        model = self._bare_model()
         model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
         loss_state = {k[5:]: v for k, v in tensors.items() if k.startswith("loss.")}
         if loss_state:
@@ -381,12 +366,29 @@ class Trainer:
         """Train; with ``resume``, continue from ``run_dir``'s last checkpoint exactly.
 
         Under ``torchrun`` (``WORLD_SIZE`` > 1) with no process group open, ``fit`` opens one and
-        closes it before returning, leaving ``self.model`` as the caller's module (no longer
-        wrapped in DistributedDataParallel). A group the caller opened is left open.
+        closes it before returning, whether training succeeded or raised. A group the caller
+        opened is left open. Either way ``self.model`` is handed back as the caller's module (not
+        wrapped in DistributedDataParallel), with the best epoch's weights on every rank, and
+        every rank returns the same :class:`TrainResult`.
         """
-        config = self.config
-        self.device = _resolve_device(config.train.device)
+        if isinstance(self.model, nn.parallel.DistributedDataParallel):
+            self.model = self.model.module
+        self.device = _resolve_device(self.config.train.device)
         self.rank, self.world_size = self._distributed()
+        try:
+            return self._fit(resume)
+        finally:
+            if isinstance(self.model, nn.parallel.DistributedDataParallel):
+                self.model = self.model.module
+            if self._owns_process_group:
+                # The group this trainer opened is closed here, before the interpreter exits: a
+                # gloo group torn down at exit can abort the process ("terminate called without an
+                # active exception") after training succeeded.
+                dist.destroy_process_group()
+                self._owns_process_group = False
+
+    def _fit(self, resume: bool) -> TrainResult:
+        config = self.config
         main_process = self.rank == 0
         # Batch losses (embeddings, labels) mine the gathered global batch under torchrun.
         self._mines_across_ranks = "labels" in inspect.signature(self.loss_fn.forward).parameters
@@ -412,6 +414,8 @@ class Trainer:
             world_size=self.world_size,
         )
         batches_per_epoch = len(sampler)
+        if self.world_size > 1:
+            batches_per_epoch = self._agreed_batches_per_epoch(batches_per_epoch)
         if config.data.batches_per_epoch is not None:
             batches_per_epoch = min(batches_per_epoch, config.data.batches_per_epoch)
         accumulation = config.train.grad_accumulation
@@ -443,6 +447,7 @@ class Trainer:
             quiet=config.train.quiet or not main_process,
             tensorboard=config.train.tensorboard and main_process,
             resume_step=step if resume else None,
+            write=main_process,
         )
         if main_process and not resume:
             progress["before"] = self.validate()
@@ -558,7 +563,12 @@ class Trainer:
                     self._save("best", optimizer, epoch + 1, 0, step, progress)
                 self._save("last", optimizer, epoch + 1, 0, step, progress)
             patience = config.train.early_stopping_patience
-            if patience is not None and progress["bad_epochs"] >= patience:
+            stop = patience is not None and progress["bad_epochs"] >= patience
+            if self.world_size > 1:
+                # Rank 0 alone validates, so it alone knows; every rank must leave the loop at the
+                # same epoch, or the others wait forever in the next step's collectives.
+                stop = self._rank0_decides(stop)
+            if stop:
                 stopped_early = True
                 if main_process:
                     log.event(
@@ -566,22 +576,13 @@ class Trainer:
                         f"early stopping: {metric_name} has not improved for {patience} epochs",
                     )
                 break
-            if self.world_size > 1:
-                dist.barrier()
 
         log.close()
         after = progress["history"][-1] if progress["history"] else {}
         if main_process:
             after = self._finish(progress)
         if self.world_size > 1:
-            dist.barrier()
-        if self._owns_process_group:
-            # The group this trainer opened is closed here, before the interpreter exits: a gloo
-            # group torn down at exit can abort the process ("terminate called without an active
-            # exception") after training succeeded. The model is handed back unwrapped.
-            self.model = self.model.module
-            dist.destroy_process_group()
-            self._owns_process_group = False
+            after, progress = self._share_outcome(after, progress)
         return TrainResult(
             run_dir=self.run_dir,
             before=progress["before"],
@@ -592,13 +593,52 @@ class Trainer:
             diagnoses=progress["diagnoses"],
         )
 
+    # ----------------------------------------------------------------------------------------
+    # agreement between ranks (torchrun): every rank must run the same number of steps and
+    # epochs, or a collective of the step after waits forever
+
+    def _agreed_batches_per_epoch(self, batches: int) -> int:
+        """The batches per epoch every rank runs; an error on every rank if the ranks' training
+        sets differ (each rank must load the same data for the sampler's split to be a
+        partition)."""
+        labels = np.ascontiguousarray(self.train_labels, dtype=np.int64)
+        fingerprint = zlib.crc32(labels.tobytes())  # order-dependent, equal on equal label lists
+        mine = torch.tensor([batches, labels.size, fingerprint], dtype=torch.int64)
+        low, high = mine.to(self.device), mine.to(self.device).clone()
+        dist.all_reduce(low, op=dist.ReduceOp.MIN)
+        dist.all_reduce(high, op=dist.ReduceOp.MAX)
+        if not torch.equal(low[1:], high[1:]):
+            raise ValueError(
+                f"rank {self.rank}: the training labels differ between ranks (sizes "
+                f"{int(low[1])}..{int(high[1])}); every rank must load the same training set, in "
+                "the same order: the P×K sampler splits one epoch between them"
+            )
+        return int(low[0])
+
+    def _rank0_decides(self, flag: bool) -> bool:
+        decision = torch.tensor([int(flag)], dtype=torch.int64, device=self.device)
+        dist.broadcast(decision, src=0)
+        return bool(decision.item())
+
+    def _share_outcome(
+        self, after: dict[str, Any], progress: dict[str, Any]
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Rank 0's best weights (loaded by ``_finish``) and results, on every rank."""
+        model = self._bare_model()
+        for tensor in model.state_dict().values():
+            dist.broadcast(tensor, src=0)
+        shared = [after, progress]
+        dist.broadcast_object_list(shared, src=0, device=self.device)
+        return shared[0], shared[1]
+
+    def _bare_model(self) -> nn.Module:
+        if isinstance(self.model, nn.parallel.DistributedDataParallel):
+            return self.model.module
+        return self.model
+
     def _save_model(self, name: str) -> None:
         """Save the model for inference as ``run_dir/<name>/`` (registry models only)."""
-        model = (
-            self.model.module
-            if isinstance(self.model, nn.parallel.DistributedDataParallel)
-            else self.model
-        )
+        model = self._bare_model()
         if getattr(model, "config", None) is None:
             return
         from tripletkit.models import save_model
@@ -609,11 +649,7 @@ class Trainer:
 
     def _finish(self, progress: dict[str, Any]) -> dict[str, Any]:
         """Load the best weights, save the model for inference, write ``summary.json``."""
-        model = (
-            self.model.module
-            if isinstance(self.model, nn.parallel.DistributedDataParallel)
-            else self.model
-        )
+        model = self._bare_model()
         best_path = self.run_dir / "checkpoints" / "best.safetensors"
         if best_path.exists():
             tensors, _ = load_checkpoint(best_path)
