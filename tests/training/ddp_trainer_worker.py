@@ -9,6 +9,8 @@ Usage: python ddp_trainer_worker.py SCENARIO RUN_DIR OUT_DIR
 * ``caller``: the caller opens the group and calls ``fit`` twice on one Trainer: the model is
   handed back unwrapped after each call (so the second is not wrapped twice) and the caller's
   group is still open afterwards.
+* ``mismatch``: rank 1 loads a different training set; ``fit`` raises on every rank (instead of
+  the ranks splitting two different epochs) and still closes the group it opened.
 
 Each rank writes ``OUT_DIR/<scenario>-rank<R>.json`` with what it saw.
 """
@@ -35,8 +37,11 @@ def checksum(model: torch.nn.Module) -> float:
     return sum(float(p.detach().double().sum()) for p in model.parameters())
 
 
-def trainer(model: torch.nn.Module, run_dir: str, overrides: dict) -> Trainer:
+def trainer(
+    model: torch.nn.Module, run_dir: str, overrides: dict, labels: torch.Tensor | None = None
+) -> Trainer:
     x, y = _data()
+    y = y if labels is None else labels
     scores = iter(SCORES)
 
     def evaluate(embeddings: torch.Tensor, labels: torch.Tensor) -> dict:
@@ -90,9 +95,21 @@ def caller(run_dir: str) -> dict:
     return out
 
 
+def mismatch(run_dir: str) -> dict:
+    _, labels = _data()
+    if os.environ["RANK"] == "1":
+        labels = labels.flip(0)
+    run = trainer(_model(), run_dir, {}, labels)
+    try:
+        run.fit()
+    except ValueError as error:
+        return {"error": str(error), "initialized_after_fit": dist.is_initialized()}
+    return {"error": None}
+
+
 if __name__ == "__main__":
     scenario, run_dir, out_dir = sys.argv[1:4]
-    record = {"owned": owned, "caller": caller}[scenario](run_dir)
+    record = {"owned": owned, "caller": caller, "mismatch": mismatch}[scenario](run_dir)
     rank = os.environ["RANK"]
     with open(os.path.join(out_dir, f"{scenario}-rank{rank}.json"), "w") as handle:
         json.dump(record, handle)

@@ -231,6 +231,15 @@ def test_trainer_under_torchrun_leaves_a_callers_group_open_and_never_wraps_twic
     assert ranks[0]["checksum"] != pytest.approx(ranks[0]["first_fit"]["checksum"], rel=1e-9)
 
 
+def test_trainer_under_torchrun_refuses_ranks_with_different_training_sets(tmp_path):
+    """The P×K sampler splits one epoch between the ranks, which only works when every rank
+    loaded the same training set: otherwise every rank raises a clear error (and the group
+    ``fit`` opened is closed anyway)."""
+    for record in _api_under_torchrun("mismatch", tmp_path):
+        assert "the training labels differ between ranks" in record["error"]
+        assert record["initialized_after_fit"] is False
+
+
 def test_warns_when_training_ends_below_the_untrained_model(tmp_path):
     x, y = _data()
     scores = iter([0.9, 0.5, 0.6])  # before training, then epochs 1 and 2
