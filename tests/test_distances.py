@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from tests.reference import reference_distances
 from tripletkit.distances import (
     METRICS,
+    indexed_paired_distances,
     paired_distances,
     pairwise_distances,
     pairwise_distances_vjp,
@@ -45,6 +46,40 @@ def test_paired_is_the_diagonal_of_pairwise(pair, metric):
     torch.testing.assert_close(
         paired_distances(x[:n], y[:n], metric), expected, rtol=1e-10, atol=1e-10
     )
+
+
+@given(
+    pair=matrices(),
+    metric=st.sampled_from(METRICS),
+    chunk=st.integers(1, 40),
+    strategy=st.sampled_from(["auto", "gather", "blocks"]),
+    data=st.data(),
+)
+def test_indexed_paired_equals_the_reference_of_the_gathered_rows(
+    pair, metric, chunk, strategy, data
+):
+    x = torch.cat(pair)  # rows that repeat (zero distances) and rows that differ
+    pairs = data.draw(st.integers(0, 30))
+    index = st.lists(st.integers(0, x.shape[0] - 1), min_size=pairs, max_size=pairs)
+    first, second = torch.tensor(data.draw(index)), torch.tensor(data.draw(index))
+    got = indexed_paired_distances(x, first.long(), second.long(), metric, chunk_elements=chunk)
+    expected = reference_distances(x, x, metric)[first.long(), second.long()]
+    assert got.shape == (pairs,) and got.dtype == torch.float64
+    torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-10)
+
+
+def test_indexed_paired_errors():
+    x = torch.randn(4, 3)
+    with pytest.raises(ValueError, match=r"index rows of x, in \[0, 4\)"):
+        indexed_paired_distances(x, torch.tensor([0, 4]), torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match=r"index rows of x, in \[0, 4\)"):
+        indexed_paired_distances(x, torch.tensor([-1]), torch.tensor([1]))
+    with pytest.raises(ValueError, match="1-D index tensors of one length"):
+        indexed_paired_distances(x, torch.tensor([0, 1]), torch.tensor([1]))
+    with pytest.raises(ValueError, match="integer row indices"):
+        indexed_paired_distances(x, torch.tensor([0.0]), torch.tensor([1.0]))
+    with pytest.raises(ValueError, match="rows containing NaN or Inf"):
+        indexed_paired_distances(torch.full((2, 2), float("nan")), [0], [1])
 
 
 @given(pair=matrices(), metric=st.sampled_from(METRICS), sparse=st.booleans())

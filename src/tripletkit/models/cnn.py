@@ -59,7 +59,11 @@ class SmallCNN(nn.Module):
                 nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True),
             ]
             previous = width
-        self.blocks = nn.Sequential(*blocks)
+        # Channels-last conv weights make oneDNN run the blocks channels-last (a 1-channel input
+        # is both layouts at once, so the weights decide): forward + backward + AdamW of the
+        # Fashion-MNIST recipe, 160 images, 0.22 s -> 0.15 s on 2 cores. Saved models stay plain
+        # contiguous tensors; loading copies into these weights and keeps their layout.
+        self.blocks = nn.Sequential(*blocks).to(memory_format=torch.channels_last)
         self.pool = nn.AdaptiveAvgPool2d(pool_size)
         self.pool_size = pool_size
         self.feature_dim = SMALL_CNN_CHANNELS[-1] * pool_size * pool_size

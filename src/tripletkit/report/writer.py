@@ -297,7 +297,7 @@ def _per_class(
 
 
 def _pair_figures(embedded, local_index, labels, distance_name, margin, max_pairs, seed):
-    from tripletkit.distances import paired_distances
+    from tripletkit.distances import indexed_paired_distances
     from tripletkit.evaluation import (
         equal_error_rate,
         roc_curve,
@@ -316,9 +316,10 @@ def _pair_figures(embedded, local_index, labels, distance_name, margin, max_pair
     rows = []
     for name, x in embedded.items():
         points = x[torch.from_numpy(local_index)]
-        a, b = points[first_t], points[second_t]
-        loss_distances[name] = paired_distances(a, b, distance_name).double().numpy()
-        cosine = paired_distances(a, b, "cosine").double().numpy()
+        loss_distances[name] = (
+            indexed_paired_distances(points, first_t, second_t, distance_name).double().numpy()
+        )
+        cosine = indexed_paired_distances(points, first_t, second_t, "cosine").double().numpy()
         roc = roc_curve(same, distances=cosine)
         metrics = {"eer": equal_error_rate(roc)}
         metrics.update({f"tar_at_far_{far:g}": tar_at_far(roc, far) for far in ROC_FARS})
