@@ -25,6 +25,12 @@ Rows:
 Also reported: seconds per epoch (training only) and the mean pairwise distance of the test
 embeddings (near 0 = collapsed, whatever the ranking metrics say).
 
+tripletkit's trainer makes glibc's malloc keep freed memory for reuse
+(:mod:`tripletkit.training.allocator`, ``train.keep_freed_memory``); the plain pml loops here run
+with the allocator as the process starts. Once a tripletkit row has run, the setting holds for
+the rest of the process, so the pml rows run first. ``--keep-freed-memory`` applies it before
+any row, so that every row, pml's included, runs with it.
+
 Usage::
 
     python benchmarks/train_fmnist.py              # 5 epochs (about 15 minutes on an idle 2-core CPU)
@@ -192,7 +198,16 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="1 epoch of 20 batches")
     parser.add_argument("--only", nargs="*", help="row keys to run (default: all)")
+    parser.add_argument(
+        "--keep-freed-memory",
+        action="store_true",
+        help="make malloc keep freed memory before any row (pml's included), as the trainer does",
+    )
     args = parser.parse_args()
+    if args.keep_freed_memory:
+        from tripletkit.training.allocator import keep_freed_memory
+
+        keep_freed_memory()
     epochs, batches = (1, 20) if args.quick else (args.epochs, BATCHES)
     torch.manual_seed(0)
     data = _arrays()
@@ -307,10 +322,18 @@ def main() -> None:
     )
     print(summary)
     stem = "train_fmnist-quick" if args.quick else "train_fmnist"
+    if args.keep_freed_memory:
+        stem += "-keep-freed-memory"
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     (RESULTS_DIR / f"{stem}.json").write_text(
         json.dumps(
-            {"machine": machine, "epochs": epochs, "batches": batches, "results": results},
+            {
+                "machine": machine,
+                "epochs": epochs,
+                "batches": batches,
+                "keep_freed_memory_for_every_row": args.keep_freed_memory,
+                "results": results,
+            },
             indent=2,
             default=str,
         )

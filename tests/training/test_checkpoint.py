@@ -14,6 +14,7 @@ from safetensors.torch import save_file
 from tripletkit.training.checkpoint import (
     CheckpointError,
     load_checkpoint,
+    load_optimizer_state,
     pack,
     save_checkpoint,
     unpack,
@@ -39,6 +40,41 @@ def test_optimizer_state_round_trip(tmp_path):
         )
     assert loaded_state["epoch"] == 3
     assert (tmp_path / "last.json").exists()
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_resumed_fused_adamw_on_channels_last_weights_continues_exactly(tmp_path, fused):
+    """The moments of a channels-last weight come back from a (contiguous) checkpoint laid out
+    like the weight: otherwise fused AdamW pairs the wrong elements, and the resumed run drifts."""
+    inputs = [torch.randn(2, 3, 5, 5, generator=torch.Generator().manual_seed(i)) for i in range(6)]
+
+    def layer() -> torch.nn.Module:
+        torch.manual_seed(0)
+        return torch.nn.Conv2d(3, 4, 3).to(memory_format=torch.channels_last)
+
+    def train(model, optimizer, batch) -> None:
+        for x in batch:
+            optimizer.zero_grad()
+            model(x).pow(2).sum().backward()
+            optimizer.step()
+
+    straight = layer()
+    train(straight, torch.optim.AdamW(straight.parameters(), lr=0.01, fused=fused), inputs)
+    resumed = layer()
+    first = torch.optim.AdamW(resumed.parameters(), lr=0.01, fused=fused)
+    train(resumed, first, inputs[:3])
+    tensors: dict[str, torch.Tensor] = {}
+    save_checkpoint(
+        tmp_path / "c.safetensors", tensors, {"optimizer": pack(first.state_dict(), tensors, "o")}
+    )
+    loaded, state = load_checkpoint(tmp_path / "c.safetensors")
+    second = torch.optim.AdamW(resumed.parameters(), lr=0.01, fused=fused)
+    load_optimizer_state(second, unpack(state["optimizer"], loaded))
+    weight = resumed.weight
+    assert second.state[weight]["exp_avg"].stride() == weight.stride()
+    train(resumed, second, inputs[3:])
+    assert torch.equal(straight.weight, resumed.weight)
+    assert torch.equal(straight.bias, resumed.bias)
 
 
 def test_pack_keeps_tuples_and_int_keys():

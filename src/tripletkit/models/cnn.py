@@ -74,7 +74,11 @@ class SmallCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.input_spec.check(x)
-        return self.pool(self.blocks(x)).flatten(1)
+        features = self.blocks(x)
+        if features.shape[-2:] != (self.pool_size, self.pool_size):
+            # The pool is the identity where the map has the grid's size already (28 px, 4×4).
+            features = self.pool(features)
+        return features.flatten(1)
 
 
 @register_model(embedding_dim=64)

@@ -29,6 +29,7 @@ __all__ = [
     "CheckpointError",
     "atomic_write_text",
     "load_checkpoint",
+    "load_optimizer_state",
     "pack",
     "save_checkpoint",
     "unpack",
@@ -61,6 +62,30 @@ def pack(tree: Any, tensors: dict[str, torch.Tensor], prefix: str) -> Any:
     if tree is None or isinstance(tree, (bool, int, float, str)):
         return tree
     raise TypeError(f"cannot store a {type(tree).__name__} in a checkpoint (at {prefix})")
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """``optimizer.load_state_dict(state)``, then each per-parameter state tensor laid out in
+    memory like its parameter.
+
+    Checkpoints store tensors contiguous, but a parameter may be channels-last (the conv
+    backbones' weights are). PyTorch's fused AdamW pairs a parameter's elements with its moments'
+    by memory position, so moments loaded contiguous beside a channels-last weight are silently
+    updated against the wrong elements, and a resumed run drifts from the uninterrupted one
+    (measured: 0.04 after three steps of one conv layer).
+    """
+    optimizer.load_state_dict(state)
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            for key, value in optimizer.state.get(param, {}).items():
+                if (
+                    isinstance(value, torch.Tensor)
+                    and value.shape == param.shape
+                    and value.stride() != param.stride()
+                ):
+                    optimizer.state[param][key] = torch.empty_like(param, dtype=value.dtype).copy_(
+                        value
+                    )
 
 
 def unpack(tree: Any, tensors: dict[str, torch.Tensor]) -> Any:

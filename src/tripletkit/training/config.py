@@ -141,6 +141,8 @@ class TrainConfig:
     quiet: bool = False
     tensorboard: bool = True
     report: bool = True
+    # glibc's malloc keeps freed blocks for the next step (tripletkit.training.allocator).
+    keep_freed_memory: bool = True
 
 
 @dataclass

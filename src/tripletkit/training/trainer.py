@@ -35,10 +35,12 @@ from torch import nn
 
 from tripletkit.data import PKSampler
 from tripletkit.models.embedding import uses_projector
+from tripletkit.training.allocator import keep_freed_memory
 from tripletkit.training.checkpoint import (
     CheckpointError,
     atomic_write_text,
     load_checkpoint,
+    load_optimizer_state,
     pack,
     save_checkpoint,
     unpack,
@@ -356,7 +358,7 @@ class Trainer:
         loss_state = {k[5:]: v for k, v in tensors.items() if k.startswith("loss.")}
         if loss_state:
             self.loss_fn.load_state_dict(loss_state)
-        optimizer.load_state_dict(unpack(state["optimizer"], tensors))
+        load_optimizer_state(optimizer, unpack(state["optimizer"], tensors))
         _set_rng_state(tensors, state["rng"])
         return state
 
@@ -400,8 +402,15 @@ class Trainer:
             self.model = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
+        if config.train.keep_freed_memory:
+            keep_freed_memory()
+        param_groups = self._param_groups()
+        # The fused kernel updates every tensor in one pass (CPU and CUDA, floating point only).
+        fused = self.device.type in ("cpu", "cuda") and all(
+            p.is_floating_point() for group in param_groups for p in group["params"]
+        )
         optimizer = torch.optim.AdamW(
-            self._param_groups(), lr=config.optim.lr, weight_decay=config.optim.weight_decay
+            param_groups, lr=config.optim.lr, weight_decay=config.optim.weight_decay, fused=fused
         )
         base_lrs = [group["lr"] for group in optimizer.param_groups]
 
