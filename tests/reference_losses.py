@@ -232,7 +232,15 @@ def info_nce(x, labels, refs=None, ref_labels=None, self_ref=None, *, temperatur
 
 
 def multiple_negatives_ranking(
-    queries, positives, hard_negatives=None, labels=None, *, temperature, metric, symmetric
+    queries,
+    positives,
+    hard_negatives=None,
+    labels=None,
+    *,
+    temperature,
+    metric,
+    symmetric,
+    margin=0.0,
 ) -> float:
     candidates = list(positives) + (list(hard_negatives) if hard_negatives is not None else [])
     batch = len(queries)
@@ -243,12 +251,13 @@ def multiple_negatives_ranking(
     def cross_entropy(rows, columns, exclude):
         total = 0.0
         for i, row in enumerate(rows):
+            # The positive (j == i) is margin farther than it is.
             logits = [
-                -distance(row, c, metric) / temperature
+                -(distance(row, c, metric) + (margin if j == i else 0.0)) / temperature
                 for j, c in enumerate(columns)
                 if not exclude(i, j)
             ]
-            target = -distance(row, columns[i], metric) / temperature
+            target = -(distance(row, columns[i], metric) + margin) / temperature
             peak = max(logits)
             total += peak + math.log(sum(math.exp(z - peak) for z in logits)) - target
         return total / len(rows)

@@ -43,8 +43,9 @@ def test_info_nce_matches_reference(batch, temperature, metric):
     negatives=st.integers(0, 5),
     symmetric=st.booleans(),
     use_labels=st.booleans(),
+    margin=st.sampled_from([0.0, 0.05, 0.3]),
 )
-def test_ranking_loss_matches_reference(data, batch, negatives, symmetric, use_labels):
+def test_ranking_loss_matches_reference(data, batch, negatives, symmetric, use_labels, margin):
     element = st.floats(-2.0, 2.0, allow_nan=False, width=32)
 
     def matrix(rows):
@@ -66,9 +67,17 @@ def test_ranking_loss_matches_reference(data, batch, negatives, symmetric, use_l
         labels=None if labels is None else torch.tensor(labels),
         temperature=0.1,
         symmetric=symmetric,
+        margin=margin,
     )
     expected = ref.multiple_negatives_ranking(
-        queries, positives, hard, labels, temperature=0.1, metric="cosine", symmetric=symmetric
+        queries,
+        positives,
+        hard,
+        labels,
+        temperature=0.1,
+        metric="cosine",
+        symmetric=symmetric,
+        margin=margin,
     )
     assert loss.item() == pytest.approx(expected, rel=1e-9, abs=1e-9)
 
@@ -78,6 +87,16 @@ def test_info_nce_hand_computed():
     loss, stats = info_nce_loss(x, torch.tensor([0, 0, 1]), temperature=1.0, return_stats=True)
     assert loss.item() == pytest.approx(np.log1p(np.exp(-1.0)), rel=1e-12)
     assert (stats.num_selected_pairs, stats.num_active_pairs) == (2, 0)
+
+
+def test_ranking_margin_hand_computed():
+    # Two orthogonal pairs at temperature 1: the other positive is 1 farther in cosine, so the
+    # loss is softplus(-1) per query; a margin of 0.4 narrows the gap to 0.6: softplus(-0.6).
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    loss = multiple_negatives_ranking_loss(q, q.clone(), temperature=1.0, margin=0.4)
+    assert loss.item() == pytest.approx(np.log1p(np.exp(-0.6)), rel=1e-12)
+    with pytest.raises(ValueError, match="margin must be a finite number >= 0"):
+        multiple_negatives_ranking_loss(q, q, margin=-0.1)
 
 
 def test_gradchecks():

@@ -353,3 +353,41 @@ def test_triplet_step_against_brute_force(symmetric) -> None:
     assert got == pytest.approx(expected, rel=1e-5)
     if symmetric:  # the reverse direction is not the forward one again
         assert _batch_all_reference(d, q, 0.3) != pytest.approx(forward, rel=1e-3)
+
+
+@pytest.mark.parametrize("margin", [None, 0.0, 0.2])
+def test_mnrl_margin_reaches_the_loss(margin) -> None:
+    """``margin`` is MNRL's additive margin (None: plain MNRL): the first step's loss, over one
+    batch holding every pair, is the reference loss of the untrained model with that margin."""
+    from tripletkit.functional import multiple_negatives_ranking_loss
+
+    queries, documents = _pairs(6)
+    model = BagOfWords(seed=5)
+    model.eval()  # no dropout in this model; the loop's train() changes nothing here
+    with torch.no_grad():
+        expected = float(
+            multiple_negatives_ranking_loss(
+                model(queries), model(documents), margin=margin or 0.0, temperature=0.05
+            )
+        )
+    seen: list[float] = []
+    train_text_pairs(
+        model,
+        queries,
+        documents,
+        loss="mnrl",
+        margin=margin,
+        batch_size=6,
+        epochs=1,
+        progress=False,
+        on_step=lambda step, value: seen.append(value),
+    )
+    assert seen[0] == pytest.approx(expected, rel=1e-5)
+    if margin:
+        with torch.no_grad():
+            plain = float(
+                multiple_negatives_ranking_loss(
+                    BagOfWords(seed=5)(queries), BagOfWords(seed=5)(documents), temperature=0.05
+                )
+            )
+        assert seen[0] > plain + 1.0  # 0.2 / 0.05 = 4 logits of margin: clearly larger

@@ -23,6 +23,7 @@ from tripletkit.functional.soft_margin import softplus
 from tripletkit.validation import (
     check_embeddings,
     check_labels,
+    check_nonnegative,
     check_positive,
     check_same_dim,
 )
@@ -139,6 +140,7 @@ def multiple_negatives_ranking_loss(
     temperature: float = 0.05,
     distance: Metric | str | DistanceFn = "cosine",
     symmetric: bool = False,
+    margin: float = 0.0,
     return_stats: bool = False,
 ) -> torch.Tensor | tuple[torch.Tensor, PairStats]:
     """Multiple-negatives ranking loss: query ``i`` must pick its positive ``i`` among every
@@ -155,6 +157,12 @@ def multiple_negatives_ranking_loss(
     candidates instead of being counted as a negative. ``symmetric=True`` averages with the reverse
     direction (each positive must pick its query among the queries).
 
+    ``margin`` m > 0 is the additive margin of AM-softmax for dual encoders (Yang et al. 2019,
+    "Improving Multilingual Sentence Embedding using Bi-directional Dual Encoder with Additive
+    Margin Softmax"): each positive's distance counts ``m`` more than it is, ``z_ii = -(d_ii + m) /
+    τ``, so a positive must beat every negative by ``m`` before its share of the loss fades, as
+    a triplet margin asks (in both directions when symmetric).
+
     Args:
         queries: ``(B, D)`` float.
         positives: ``(B, D)`` float; row ``i`` is the positive of query ``i``.
@@ -164,6 +172,7 @@ def multiple_negatives_ranking_loss(
         temperature: τ > 0.
         distance: a metric name or a function ``(x, y) -> (N, M)``.
         symmetric: add the positive-to-query direction.
+        margin: m ≥ 0 added to each positive's distance in the logits (0: plain MNRL).
         return_stats: also return :class:`~tripletkit.functional.pair_stats.PairStats`;
             selected: the B queries; active: queries whose positive is not strictly ranked first.
 
@@ -177,6 +186,7 @@ def multiple_negatives_ranking_loss(
         0.3133
     """
     temperature = check_positive(temperature, "temperature")
+    margin = check_nonnegative(margin, "margin")
     queries = check_embeddings(queries, "queries")
     positives = check_embeddings(positives, "positives")
     if positives.shape != queries.shape:
@@ -208,7 +218,12 @@ def multiple_negatives_ranking_loss(
 
     metric_fn = resolve_distance(distance)[1]
     dist = metric_fn(queries, candidates)
-    logits = (dist * (-1.0 / temperature)).masked_fill(excluded, float("-inf"))
+    shifted = dist
+    if margin:
+        # torch.eye(B, B + N): ones at the positives (j == i), the in-batch diagonal.
+        eye = torch.eye(batch, candidates.shape[0], dtype=dist.dtype, device=device)
+        shifted = dist + margin * eye
+    logits = (shifted * (-1.0 / temperature)).masked_fill(excluded, float("-inf"))
     targets = torch.arange(batch, device=device)
     loss = F.cross_entropy(logits, targets)
     if symmetric:

@@ -8,7 +8,7 @@ from torch import nn
 from tripletkit.distances import DistanceFn, Metric, resolve_distance
 from tripletkit.functional.info_nce import info_nce_loss, multiple_negatives_ranking_loss
 from tripletkit.functional.pair_stats import PairStats
-from tripletkit.validation import check_positive
+from tripletkit.validation import check_nonnegative, check_positive
 
 __all__ = ["InfoNCELoss", "MultipleNegativesRankingLoss"]
 
@@ -83,6 +83,7 @@ class MultipleNegativesRankingLoss(nn.Module):
         temperature: τ > 0; 0.05 with cosine equals sentence-transformers' scale of 20.
         distance: a metric name or a function ``(x, y) -> (N, M)``.
         symmetric: also rank the queries for each positive, and average.
+        margin: additive margin m ≥ 0 on each positive's distance (AM-softmax; 0: plain MNRL).
 
     Example:
         >>> import torch
@@ -99,12 +100,14 @@ class MultipleNegativesRankingLoss(nn.Module):
         temperature: float = 0.05,
         distance: Metric | str | DistanceFn = "cosine",
         symmetric: bool = False,
+        margin: float = 0.0,
     ) -> None:
         super().__init__()
         self.temperature = check_positive(temperature, "temperature")
         resolve_distance(distance)
         self.distance = distance
         self.symmetric = bool(symmetric)
+        self.margin = check_nonnegative(margin, "margin")
         self.last_stats: PairStats | None = None
 
     def forward(
@@ -122,6 +125,7 @@ class MultipleNegativesRankingLoss(nn.Module):
             temperature=self.temperature,
             distance=self.distance,
             symmetric=self.symmetric,
+            margin=self.margin,
             return_stats=True,
         )
         return loss
@@ -129,5 +133,5 @@ class MultipleNegativesRankingLoss(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"temperature={self.temperature}, distance={resolve_distance(self.distance)[0]!r}, "
-            f"symmetric={self.symmetric}"
+            f"symmetric={self.symmetric}, margin={self.margin}"
         )

@@ -158,7 +158,7 @@ def train_text_pairs(
     corpus: Sequence[str] | None = None,
     negatives: Sequence[Sequence[str]] | None = None,
     loss: str = "triplet",
-    margin: float = 0.3,
+    margin: float | None = None,
     triplet_mining: str = "all",
     temperature: float = 0.05,
     symmetric: bool = False,
@@ -189,7 +189,9 @@ def train_text_pairs(
             queries, from which ``corpus_negatives`` negatives per query are appended.
         negatives: fixed negatives per pair (``P`` lists), instead of mining.
         loss: ``"triplet"`` or ``"mnrl"``.
-        margin: α of the triplet loss, in cosine distance (``[0, 2]``).
+        margin: in cosine distance (``[0, 2]``): α of the triplet loss (None: 0.3), or the
+            additive margin of the multiple-negatives ranking loss (None: 0, plain MNRL; see
+            :func:`~tripletkit.functional.multiple_negatives_ranking_loss`).
         triplet_mining: the :class:`~tripletkit.losses.BatchTripletLoss` mining mode.
         temperature: of the multiple-negatives ranking loss.
         symmetric: also rank the queries for each positive (the reverse direction, averaged
@@ -264,10 +266,12 @@ def train_text_pairs(
 
     if loss == "triplet":
         loss_fn: torch.nn.Module = BatchTripletLoss(
-            margin=margin, mining=triplet_mining, distance="cosine"
+            margin=0.3 if margin is None else margin, mining=triplet_mining, distance="cosine"
         )
     else:
-        loss_fn = MultipleNegativesRankingLoss(temperature=temperature, symmetric=symmetric)
+        loss_fn = MultipleNegativesRankingLoss(
+            temperature=temperature, symmetric=symmetric, margin=margin or 0.0
+        )
 
     steps_per_epoch = math.ceil(len(queries) / batch_size)
     total_steps = max(1, math.ceil(epochs * steps_per_epoch))
