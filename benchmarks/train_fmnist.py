@@ -160,6 +160,81 @@ def run_pml(
     return {**scores, "seconds_per_epoch": seconds / epochs}
 
 
+def interleaved_step_times(data, rounds: int = 8, steps: int = 10) -> dict[str, float]:
+    """Median milliseconds of one training step (forward, loss, backward, optimizer) of each
+    library's recipe on one fixed P×K batch, the recipes taking turns in bursts of ``steps``.
+
+    The epoch columns are measured one row after another, minutes apart, and this machine's speed
+    drifts by up to 1.8× over an hour (the same plain loop measured 128 and 72 ms a step), so their
+    ratios can mislead; taking turns puts every recipe under the same conditions. Data loading,
+    augmentation and the trainer's bookkeeping are not included (the epoch columns include them).
+    """
+    from pytorch_metric_learning import losses, miners
+
+    from tripletkit.losses import BatchTripletLoss
+
+    xtr, ytr, _, _ = data
+    index = next(_pk_batches(ytr, 1, torch.Generator().manual_seed(0)))
+    x, y = xtr[index], ytr[index]
+    recipe = load_config_file(RECIPE)
+
+    def pml_step(miner):
+        torch.manual_seed(0)
+        model = create_model("small_cnn", embedding_dim=64)
+        spec = model.input_spec
+        inputs = (x - spec.mean[0]) / spec.std[0]
+        loss_fn = losses.TripletMarginLoss(margin=0.2)
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+        def step():
+            embeddings = model(inputs)
+            loss = loss_fn(embeddings, y, miner(embeddings, y)) if miner else loss_fn(embeddings, y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+        return step
+
+    def tripletkit_step():
+        torch.manual_seed(0)
+        model = create_model(
+            "small_cnn", projector=recipe["model.projector"], **recipe["model.options"]
+        )
+        loss_fn = BatchTripletLoss(
+            margin=recipe["loss.margin"], mining=recipe["loss.mining"], distance="squared_euclidean"
+        )
+        # The trainer's optimizer: fused AdamW.
+        optimizer = torch.optim.AdamW(model.parameters(), lr=recipe["optim.lr"], fused=True)
+
+        def step():
+            loss = loss_fn(model(x, project=True), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+
+        return step
+
+    recipes = {
+        "pml semihard miner, anchor network": pml_step(
+            miners.TripletMarginMiner(margin=0.2, type_of_triplets="semihard")
+        ),
+        "pml all triplets, anchor network": pml_step(None),
+        "pml BatchHardMiner, anchor network": pml_step(miners.BatchHardMiner()),
+        "tripletkit recipe (configs/fashion-mnist.toml)": tripletkit_step(),
+    }
+    times: dict[str, list[float]] = {name: [] for name in recipes}
+    for step in recipes.values():  # warm-up (first-call compilation, allocations)
+        for _ in range(3):
+            step()
+    for _ in range(rounds):
+        for name, step in recipes.items():
+            start = time.perf_counter()
+            for _ in range(steps):
+                step()
+            times[name].append(1000 * (time.perf_counter() - start) / steps)
+    return {name: float(np.median(values)) for name, values in times.items()}
+
+
 def run_tripletkit(overrides: dict[str, Any], config_file: Path | None) -> dict[str, Any]:
     flat = load_config_file(config_file) if config_file else {}
     flat.update(
@@ -320,6 +395,18 @@ def main() -> None:
         f"load average {machine['load_average'][0]:.1f} at the end (other jobs share the machine "
         "when it is above 2). `python benchmarks/train_fmnist.py` reproduces it."
     )
+    if not args.only:
+        steps = interleaved_step_times(data, rounds=2 if args.quick else 8)
+        fastest_pml = min(v for k, v in steps.items() if k.startswith("pml"))
+        summary += (
+            "\n\nOne training step on one fixed batch, the recipes taking turns (median of "
+            "bursts of 10 steps; no data loading or bookkeeping):\n\n"
+            + markdown_table(
+                [[name, f"{ms:.1f}", f"{ms / fastest_pml:.2f}"] for name, ms in steps.items()],
+                ["", "ms/step", "÷ fastest pml"],
+            )
+        )
+        results["interleaved_step_ms"] = steps
     print(summary)
     stem = "train_fmnist-quick" if args.quick else "train_fmnist"
     if args.keep_freed_memory:
