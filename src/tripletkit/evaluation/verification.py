@@ -505,9 +505,9 @@ def evaluate_verification_from_labels(
 ) -> VerificationEvaluation:
     """Verification metrics of labelled embeddings, on pairs from :func:`sample_verification_pairs`.
 
-    Distances of the pairs come from ``tripletkit.distances.indexed_paired_distances`` (each
-    pair's rows gathered a cache-sized chunk at a time, never all at once). Folds are random (the
-    pairs are shuffled with ``seed`` before the consecutive split).
+    Distances of the pairs come from ``tripletkit.distances.indexed_paired_distances`` (blocks of
+    the distance matrix, or the pairs' rows a cache-sized chunk at a time; never every pair's rows
+    at once). Folds are random (the pairs are shuffled with ``seed`` before the consecutive split).
 
     >>> x = torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
     >>> evaluate_verification_from_labels(x, [0, 0, 1, 1], folds=2).metrics["auc"]

@@ -2,12 +2,15 @@
 
 A training step on the CPU allocates and frees the same large tensors every time (activations and
 their gradients: 16 MiB for the first feature map of the Fashion-MNIST recipe). glibc's malloc
-serves blocks that large with fresh ``mmap`` pages and gives them back to the system when they are
-freed, so every step page-faults its working set in again: in the recipe, zero-filling one
-160 × 32 × 28 × 28 gradient took 7 ms of the step, most of it page faults. Raising malloc's ``mmap`` and
-``trim`` thresholds keeps freed blocks in the heap for the next step to reuse: the recipe's step
-went from 185-205 ms to 139-149 ms on 2 cores (measured in alternating runs of the same script).
-This is what PyTorch's CPU performance guide achieves by preloading jemalloc or tcmalloc.
+may serve blocks that large with fresh ``mmap`` pages and give them back to the system when they
+are freed, so that the next step page-faults its working set in again: in a plain loop of the
+recipe's network, zero-filling one 160 × 32 × 28 × 28 gradient took 7 ms of the step, most of it
+page faults. Raising malloc's ``mmap`` and ``trim`` thresholds keeps freed blocks in the heap for
+the next step to reuse: that loop's step went from 185-205 ms to 139-149 ms on 2 cores (alternating
+runs of the same script). In the full Fashion-MNIST benchmark the setting changed the epoch times
+of pytorch-metric-learning's loops by less than the machine's drift: how much it is worth depends
+on the allocation pattern. This is what PyTorch's CPU performance guide gets by preloading
+jemalloc or tcmalloc.
 
 The price: the process keeps the memory of its largest step instead of returning it, which is what
 a training process reuses anyway. It changes the whole process's allocator, so the

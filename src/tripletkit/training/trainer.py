@@ -373,15 +373,13 @@ class Trainer:
         wrapped in DistributedDataParallel), with the best epoch's weights on every rank, and
         every rank returns the same :class:`TrainResult`.
         """
-        if isinstance(self.model, nn.parallel.DistributedDataParallel):
-            self.model = self.model.module
+        self.model = self._bare_model()
         self.device = _resolve_device(self.config.train.device)
         self.rank, self.world_size = self._distributed()
         try:
             return self._fit(resume)
         finally:
-            if isinstance(self.model, nn.parallel.DistributedDataParallel):
-                self.model = self.model.module
+            self.model = self._bare_model()
             if self._owns_process_group:
                 # The group this trainer opened is closed here, before the interpreter exits: a
                 # gloo group torn down at exit can abort the process ("terminate called without an
@@ -613,7 +611,8 @@ class Trainer:
         labels = np.ascontiguousarray(self.train_labels, dtype=np.int64)
         fingerprint = zlib.crc32(labels.tobytes())  # order-dependent, equal on equal label lists
         mine = torch.tensor([batches, labels.size, fingerprint], dtype=torch.int64)
-        low, high = mine.to(self.device), mine.to(self.device).clone()
+        low = mine.to(self.device)
+        high = low.clone()
         dist.all_reduce(low, op=dist.ReduceOp.MIN)
         dist.all_reduce(high, op=dist.ReduceOp.MAX)
         if not torch.equal(low[1:], high[1:]):
