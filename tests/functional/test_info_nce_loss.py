@@ -59,7 +59,7 @@ def test_ranking_loss_matches_reference(data, batch, negatives, symmetric, use_l
         if use_labels
         else None
     )
-    loss = quietly(
+    loss, stats = quietly(
         multiple_negatives_ranking_loss,
         torch.tensor(queries),
         torch.tensor(positives),
@@ -68,7 +68,27 @@ def test_ranking_loss_matches_reference(data, batch, negatives, symmetric, use_l
         temperature=0.1,
         symmetric=symmetric,
         margin=margin,
+        return_stats=True,
     )
+    # The statistics by brute force: each query's own positive against its allowed negatives (the
+    # other candidates, less the other pairs with its label), in plain distances (no margin).
+    candidates = list(positives) + (list(hard) if hard is not None else [])
+    own, negative, misranked = [], [], 0
+    for i, query in enumerate(queries):
+        d_own = ref.distance(query, positives[i], "cosine")
+        d_negatives = [
+            ref.distance(query, c, "cosine")
+            for j, c in enumerate(candidates)
+            if j != i and not (labels is not None and j < batch and labels[j] == labels[i])
+        ]
+        own.append(d_own)
+        negative += d_negatives
+        misranked += bool(d_negatives) and min(d_negatives) <= d_own
+    if negative:
+        assert stats.num_negative_pairs == len(negative)
+        assert stats.num_active_pairs == misranked
+        assert stats.mean_positive_distance == pytest.approx(np.mean(own), abs=1e-9)
+        assert stats.mean_negative_distance == pytest.approx(np.mean(negative), abs=1e-9)
     expected = ref.multiple_negatives_ranking(
         queries,
         positives,

@@ -202,12 +202,15 @@ def multiple_negatives_ranking_loss(
         candidates = torch.cat([positives, hard_negatives.to(positives.dtype)])
     batch = queries.shape[0]
     device = queries.device
-    excluded = torch.zeros(batch, candidates.shape[0], dtype=torch.bool, device=device)
+    # Only the in-batch block can hold excluded candidates (other pairs sharing the label).
+    excluded: torch.Tensor | None = None
+    num_excluded = 0
     if labels is not None:
         labels = check_labels(labels, batch, device, "labels")
         same = labels.unsqueeze(1) == labels.unsqueeze(0)
-        excluded[:, :batch] = same & ~torch.eye(batch, dtype=torch.bool, device=device)
-    num_negative = int((~excluded).sum()) - batch
+        excluded = same & ~torch.eye(batch, dtype=torch.bool, device=device)
+        num_excluded = int(excluded.sum())
+    num_negative = batch * candidates.shape[0] - batch - num_excluded
     out_dtype = torch.promote_types(queries.dtype, torch.float32)
     if num_negative == 0:
         warn_no_pairs(f"no negative candidate for any of the {batch} queries")
@@ -218,12 +221,13 @@ def multiple_negatives_ranking_loss(
 
     metric_fn = resolve_distance(distance)[1]
     dist = metric_fn(queries, candidates)
-    shifted = dist
+    # In place on the fresh logits (the scaling's backward does not need its output): no
+    # further (B, B + N) copies for the exclusions or the margin.
+    logits = dist * (-1.0 / temperature)
+    if excluded is not None:
+        logits[:, :batch].masked_fill_(excluded, float("-inf"))
     if margin:
-        # torch.eye(B, B + N): ones at the positives (j == i), the in-batch diagonal.
-        eye = torch.eye(batch, candidates.shape[0], dtype=dist.dtype, device=device)
-        shifted = dist + margin * eye
-    logits = (shifted * (-1.0 / temperature)).masked_fill(excluded, float("-inf"))
+        logits.diagonal().sub_(margin / temperature)  # the positives: j == i
     targets = torch.arange(batch, device=device)
     loss = F.cross_entropy(logits, targets)
     if symmetric:
@@ -234,17 +238,12 @@ def multiple_negatives_ranking_loss(
         return loss
     with torch.no_grad():
         own = dist.diagonal()
-        others = dist.masked_fill(excluded, float("inf"))
-        others[targets, targets] = float("inf")
+        others = dist.clone()
+        others.diagonal().fill_(float("inf"))
+        negative_sum = dist.sum(dtype=torch.float64) - own.sum(dtype=torch.float64)
+        if excluded is not None:
+            others[:, :batch].masked_fill_(excluded, float("inf"))
+            negative_sum -= dist[:, :batch][excluded].sum(dtype=torch.float64)
         misranked = int((others.amin(dim=1) <= own).sum())
-        allowed_negative = ~excluded
-        allowed_negative[targets, targets] = False
-        stats = pair_stats(
-            own.sum(),
-            batch,
-            torch.where(allowed_negative, dist, 0.0).sum(),
-            num_negative,
-            batch,
-            misranked,
-        )
+        stats = pair_stats(own.sum(), batch, negative_sum, num_negative, batch, misranked)
     return loss, stats
