@@ -616,6 +616,11 @@ class Trainer:
         dist.all_reduce(low, op=dist.ReduceOp.MIN)
         dist.all_reduce(high, op=dist.ReduceOp.MAX)
         if not torch.equal(low[1:], high[1:]):
+            # Every rank sees the mismatch and raises; the barrier lets the last transfers of the
+            # all-reduce finish before any rank closes the group on its way out (a gloo peer that
+            # goes away mid-transfer can abort the other: "terminate called without an active
+            # exception", seen once in CI).
+            dist.barrier()
             raise ValueError(
                 f"rank {self.rank}: the training labels differ between ranks (sizes "
                 f"{int(low[1])}..{int(high[1])}); every rank must load the same training set, in "
@@ -637,6 +642,9 @@ class Trainer:
             dist.broadcast(tensor, src=0)
         shared = [after, progress]
         dist.broadcast_object_list(shared, src=0, device=self.device)
+        # A broadcast returns on rank 0 once sent: without the barrier rank 0 could close the
+        # group while the others still receive (see _agreed_batches_per_epoch).
+        dist.barrier()
         return shared[0], shared[1]
 
     def _bare_model(self) -> nn.Module:
