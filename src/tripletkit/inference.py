@@ -24,7 +24,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from tripletkit.data import ImageArrayDataset, ImageFolderDataset, load_features, manifest_dataset
+from tripletkit.data import (
+    ImageArrayDataset,
+    ImageFolderDataset,
+    collate_items,
+    load_features,
+    manifest_dataset,
+)
 from tripletkit.data.bundled import load_digits, load_fashion_mnist
 from tripletkit.data.splits import FASHION_MNIST_TRAIN_CLASSES, class_disjoint_split
 from tripletkit.training.config import RunConfig, resolve_config
@@ -146,7 +152,9 @@ def embed_dataset(
     progress: bool = False,
 ) -> Embedded:
     """Embed every item of ``dataset`` (no gradients, eval mode) with a progress bar if asked."""
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_items
+    )
     embeddings = run.model.embed(loader, progress=progress)
     labels = getattr(dataset, "labels", None)
     return Embedded(embeddings, None if labels is None else np.asarray(labels), sources)

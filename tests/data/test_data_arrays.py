@@ -161,3 +161,90 @@ def test_load_features_parquet(tmp_path: Path):
     pq.write_table(missing, tmp_path / "missing.parquet")
     with pytest.raises(ValueError, match=r"column 'label' has 1 missing values .* at row 1"):
         load_features(tmp_path / "missing.parquet")
+
+
+@pytest.mark.parametrize("seeded", [False, True])
+@pytest.mark.parametrize("augment", [False, True])
+def test_collate_items_gives_what_default_collation_of_the_items_gives(seeded, augment):
+    from tripletkit.data import ItemBatch, collate_items
+
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (30, 10, 10), dtype=np.uint8)
+    labels = np.repeat(np.arange(6), 5)[rng.permutation(30)]
+    steps = [transforms.ToFloat(), transforms.Normalize(0.3, 0.2)]
+    if augment:
+        steps = [transforms.RandomResizedCrop(10, scale=(0.5, 1.0)), *steps]
+    dataset = ImageArrayDataset(
+        images, labels, transforms.Compose(steps), seed=0 if seeded else None
+    )
+    indices = [7, 0, 29, 3, 3]  # a duplicate too
+    torch.manual_seed(0)
+    batch = dataset.__getitems__(indices)
+    assert isinstance(batch, ItemBatch) and len(batch) == 5
+    items = list(batch)  # the items one by one, as torch's default collation sees them
+    x, y = collate_items(batch)
+    x_ref, y_ref = torch.utils.data.default_collate(items)
+    assert torch.equal(x, x_ref) and x.is_contiguous()
+    assert torch.equal(y, y_ref) and y.dtype == y_ref.dtype == torch.int64
+    assert y.tolist() == [int(labels[i]) for i in indices]
+    assert [int(label) for _, label in batch[1:3]] == [int(labels[0]), int(labels[29])]
+    if not augment:  # deterministic transforms: each item is what indexing the dataset gives
+        for (a, la), i in zip(items, indices, strict=True):
+            b, lb = dataset[i]
+            assert torch.equal(a, b) and la == lb
+    # Anything else still goes through torch's default collation.
+    x2, y2 = collate_items([dataset[0], dataset[1]])
+    assert x2.shape == (2, 1, 10, 10) and y2.tolist() == [int(labels[0]), int(labels[1])]
+
+
+def test_feature_batches_collate_to_the_rows():
+    from tripletkit.data import collate_items
+
+    features = np.random.default_rng(2).normal(size=(8, 3))
+    dataset = FeatureDataset(features, [0, 1, 0, 1, 2, 2, 3, 3])
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=[[5, 1, 2], [7, 0]], collate_fn=collate_items
+    )
+    (x1, y1), (x2, y2) = list(loader)
+    torch.testing.assert_close(x1, torch.as_tensor(features[[5, 1, 2]], dtype=torch.float32))
+    assert y1.tolist() == [2, 1, 0] and y2.tolist() == [3, 0]
+    assert x2.shape == (2, 3)
+
+
+def test_transforms_say_whether_they_draw_random_numbers(monkeypatch):
+    from tripletkit.data import arrays
+
+    assert not transforms.draws_randomness(None)
+    for fixed in (
+        transforms.ToFloat(),
+        transforms.Normalize(0.5, 0.5),
+        transforms.Resize(4),
+        transforms.CenterCrop(2),
+    ):
+        assert not transforms.draws_randomness(fixed)
+    for random in (
+        transforms.RandomHorizontalFlip(),
+        transforms.RandomResizedCrop(4),
+        transforms.ColorJitter(brightness=0.2),
+        abs,  # an arbitrary callable might
+    ):
+        assert transforms.draws_randomness(random)
+    fixed = transforms.Compose([transforms.ToFloat(), transforms.Normalize(0.5, 0.5)])
+    assert not transforms.draws_randomness(fixed)
+    assert transforms.draws_randomness(
+        transforms.Compose([transforms.ToFloat(), transforms.RandomHorizontalFlip()])
+    )
+    # A seeded dataset with fixed transforms seeds no generator for its fetches.
+    dataset = ImageArrayDataset(np.zeros((4, 3, 3), np.uint8), [0, 0, 1, 1], fixed, seed=0)
+
+    def refuse(*args):
+        raise AssertionError("a generator was seeded for a deterministic transform")
+
+    monkeypatch.setattr(arrays, "augmentation_generator", refuse)
+    dataset[1]
+    dataset.__getitems__([0, 3])
+    flipping = ImageArrayDataset(
+        np.zeros((4, 3, 3), np.uint8), [0, 0, 1, 1], transforms.RandomHorizontalFlip(), seed=0
+    )
+    with pytest.raises(AssertionError, match="generator was seeded"):
+        flipping.__getitems__([0, 3])

@@ -36,7 +36,14 @@ Example:
 """
 
 from tripletkit.data import transforms
-from tripletkit.data.arrays import FeatureDataset, ImageArrayDataset, TextDataset, load_features
+from tripletkit.data.arrays import (
+    FeatureDataset,
+    ImageArrayDataset,
+    ItemBatch,
+    TextDataset,
+    collate_items,
+    load_features,
+)
 from tripletkit.data.bundled import (
     DIGITS_CLASSES,
     FASHION_MNIST_CLASSES,
@@ -92,6 +99,7 @@ __all__ = [
     "ImageArrayDataset",
     "ImageFileDataset",
     "ImageFolderDataset",
+    "ItemBatch",
     "LabelledImages",
     "Manifest",
     "PKSampler",
@@ -104,6 +112,7 @@ __all__ = [
     "TextDataset",
     "TripletManifestDataset",
     "class_disjoint_split",
+    "collate_items",
     "decode_image",
     "digits_retrieval_split",
     "encode_labels",

@@ -20,9 +20,21 @@ import torch
 
 from tripletkit.data.labels import encode_labels, require_positive_pair
 from tripletkit.data.skipped import ReportsSkipped
-from tripletkit.data.transforms import apply_transform, augmentation_generator, supports_batches
+from tripletkit.data.transforms import (
+    apply_transform,
+    augmentation_generator,
+    draws_randomness,
+    supports_batches,
+)
 
-__all__ = ["FeatureDataset", "ImageArrayDataset", "TextDataset", "load_features"]
+__all__ = [
+    "FeatureDataset",
+    "ImageArrayDataset",
+    "ItemBatch",
+    "TextDataset",
+    "collate_items",
+    "load_features",
+]
 
 
 @contextlib.contextmanager
@@ -70,6 +82,42 @@ def _labels_and_classes(
             f"expected ids in 0..{len(classes) - 1}"
         )
     return ids.astype(np.int64), list(classes)
+
+
+class ItemBatch(Sequence):
+    """A fetched batch held as one tensor of items and one of labels, which is what
+    :func:`collate_items` returns without the copy of re-stacking the items (about 0.5 ms a
+    batch of 160 images). Item ``i`` is ``(items[i], int(labels[i]))``, so torch's default
+    collation handles it as any list of ``(item, label)`` pairs.
+
+    >>> batch = ItemBatch(torch.zeros(3, 2), torch.tensor([4, 5, 6]))
+    >>> len(batch), batch[1][1]
+    (3, 5)
+    >>> x, y = collate_items(batch)
+    >>> x.shape, y.tolist()
+    (torch.Size([3, 2]), [4, 5, 6])
+    """
+
+    def __init__(self, items: torch.Tensor, labels: torch.Tensor) -> None:
+        self.items = items
+        self.labels = labels
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def __getitem__(self, index):  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self[i] for i in range(*index.indices(len(self)))]
+        return self.items[index], int(self.labels[index])
+
+
+def collate_items(batch: Sequence[Any]) -> Any:
+    """A DataLoader ``collate_fn``: an :class:`ItemBatch` as ``(items, labels)`` tensors
+    (contiguous, exactly what torch's default collation would stack), anything else through
+    :func:`torch.utils.data.default_collate`."""
+    if isinstance(batch, ItemBatch):
+        return batch.items.contiguous(), batch.labels
+    return torch.utils.data.default_collate(batch)
 
 
 class _SeededItems(ReportsSkipped, torch.utils.data.Dataset):
@@ -157,18 +205,24 @@ class ImageArrayDataset(_SeededItems):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         image = self.images[index]
         if self.transform is not None:
-            image = apply_transform(self.transform, image, self._generator(index))
+            generator = self._generator(index) if draws_randomness(self.transform) else None
+            image = apply_transform(self.transform, image, generator)
         return image, int(self.labels[index])
 
-    def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, int]]:
+    def __getitems__(self, indices: Sequence[int]) -> Sequence[tuple[torch.Tensor, int]]:
         if self.transform is not None and not supports_batches(self.transform):
             return [self[i] for i in indices]
         index = torch.as_tensor(indices, dtype=torch.int64)
         with _one_thread():
             batch = self.images[index]
             if self.transform is not None:
-                batch = self.transform(batch, generator=self._generator(*index.tolist()))
-        return list(zip(batch.unbind(0), self.labels[index.numpy()].tolist(), strict=True))
+                # Seeding a generator from every index costs about 0.4 ms a batch of 160: only
+                # for transforms that draw random numbers.
+                generator = (
+                    self._generator(*index.tolist()) if draws_randomness(self.transform) else None
+                )
+                batch = self.transform(batch, generator=generator)
+        return ItemBatch(batch, self._labels_tensor[index])
 
 
 class TextDataset(_SeededItems):
@@ -250,6 +304,7 @@ class FeatureDataset(_SeededItems):
             )
         self.features = array
         self.labels, self.classes = _labels_and_classes(labels, array.shape[0], classes, source)
+        self._labels_tensor = torch.from_numpy(self.labels)
         if require_positives:
             require_positive_pair(self.labels, source, "label")
         self.seed = None
@@ -258,11 +313,11 @@ class FeatureDataset(_SeededItems):
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
         return self.features[index], int(self.labels[index])
 
-    def __getitems__(self, indices: Sequence[int]) -> list[tuple[torch.Tensor, int]]:
+    def __getitems__(self, indices: Sequence[int]) -> Sequence[tuple[torch.Tensor, int]]:
         index = torch.as_tensor(indices, dtype=torch.int64)
         with _one_thread():
-            rows = self.features[index].unbind(0)
-        return list(zip(rows, self.labels[index.numpy()].tolist(), strict=True))
+            rows = self.features[index]
+        return ItemBatch(rows, self._labels_tensor[index])
 
 
 def load_features(

@@ -41,6 +41,7 @@ __all__ = [
     "Transform",
     "apply_transform",
     "augmentation_generator",
+    "draws_randomness",
     "resized_crop",
     "supports_batches",
 ]
@@ -97,7 +98,13 @@ def _from_working_float(x: torch.Tensor, was_uint8: bool) -> torch.Tensor:
 
 
 class Transform:
-    """Base class: ``__call__(x, generator=None)`` maps an image or a batch to the same rank."""
+    """Base class: ``__call__(x, generator=None)`` maps an image or a batch to the same rank.
+
+    ``random`` says whether the transform draws random numbers (from ``generator``); datasets
+    seed a generator for a fetch only when it does.
+    """
+
+    random: bool = True
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         raise NotImplementedError
@@ -118,6 +125,22 @@ def apply_transform(
     if isinstance(transform, Transform):
         return transform(x, generator=generator)
     return transform(x)
+
+
+def draws_randomness(transform: Callable[..., torch.Tensor] | None) -> bool:
+    """Whether ``transform`` may draw random numbers (any callable that is not a tripletkit
+    :class:`Transform` might).
+
+    >>> draws_randomness(Compose([ToFloat(), Normalize(0.5, 0.5)])), draws_randomness(abs)
+    (False, True)
+    >>> draws_randomness(Compose([ToFloat(), RandomHorizontalFlip()]))
+    True
+    """
+    if transform is None:
+        return False
+    if isinstance(transform, Transform):
+        return transform.random
+    return True
 
 
 def supports_batches(transform: Callable[..., torch.Tensor]) -> bool:
@@ -142,6 +165,10 @@ class Compose(Transform):
     def __init__(self, transforms: Sequence[Callable[..., torch.Tensor]]) -> None:
         self.transforms = list(transforms)
 
+    @property
+    def random(self) -> bool:  # type: ignore[override]
+        return any(draws_randomness(t) for t in self.transforms)
+
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         for transform in self.transforms:
             x = apply_transform(transform, x, generator)
@@ -154,6 +181,8 @@ class ToFloat(Transform):
     >>> ToFloat()(torch.tensor([[[0, 51, 255]]], dtype=torch.uint8))
     tensor([[[0.0000, 0.2000, 1.0000]]])
     """
+
+    random = False
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if x.dtype == torch.uint8:
@@ -173,6 +202,8 @@ class Normalize(Transform):
     >>> Normalize([0.5], [0.25])(torch.full((1, 1, 2), 0.75))
     tensor([[[1., 1.]]])
     """
+
+    random = False
 
     def __init__(self, mean: float | Sequence[float], std: float | Sequence[float]) -> None:
         self.mean = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
@@ -206,6 +237,8 @@ class Resize(Transform):
     torch.Size([3, 4, 6])
     """
 
+    random = False
+
     def __init__(self, size: Size, antialias: bool = True) -> None:
         self.size = _pair(size, "size")
         self.antialias = bool(antialias)
@@ -230,6 +263,8 @@ class CenterCrop(Transform):
     tensor([[[ 5.,  6.],
              [ 9., 10.]]])
     """
+
+    random = False
 
     def __init__(self, size: Size) -> None:
         self.size = _pair(size, "size")

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from tripletkit.data import collate_items
 from tripletkit.files import atomic_write_text, write_atomic
 from tripletkit.models.embedding import uses_projector
 from tripletkit.report import figure_data, figures
@@ -93,7 +94,9 @@ def _loss_geometry(config) -> tuple[str, float | None]:
 
 def _embed(model: torch.nn.Module, dataset, indices: np.ndarray) -> torch.Tensor:
     subset = torch.utils.data.Subset(dataset, indices.tolist())
-    loader = torch.utils.data.DataLoader(subset, batch_size=512, shuffle=False)
+    loader = torch.utils.data.DataLoader(
+        subset, batch_size=512, shuffle=False, collate_fn=collate_items
+    )
     with torch.no_grad():
         return model.embed(loader).float().cpu()
 

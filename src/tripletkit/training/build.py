@@ -36,6 +36,7 @@ from tripletkit.data import (
     ImageArrayDataset,
     ImageFolderDataset,
     class_disjoint_split,
+    collate_items,
     load_features,
     manifest_dataset,
     transforms,
@@ -305,7 +306,9 @@ def build_run(config: RunConfig) -> BuiltRun:
 
 
 def _embed_and_evaluate(model, dataset, evaluate) -> dict[str, Any]:
-    loader = torch.utils.data.DataLoader(dataset, batch_size=512, shuffle=False)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=512, shuffle=False, collate_fn=collate_items
+    )
     embeddings = model.embed(loader)
     labels = torch.as_tensor(np.asarray(dataset.labels))
     metrics = evaluate(embeddings, labels)
@@ -321,7 +324,9 @@ def calibrate(model: torch.nn.Module, validation, run_dir: str | Path) -> dict[s
     ``run_dir/calibration.json`` (read by ``tripletkit verify``)."""
     from tripletkit.evaluation import evaluate_verification_from_labels
 
-    loader = torch.utils.data.DataLoader(validation, batch_size=512, shuffle=False)
+    loader = torch.utils.data.DataLoader(
+        validation, batch_size=512, shuffle=False, collate_fn=collate_items
+    )
     embeddings = model.embed(loader)
     result = evaluate_verification_from_labels(
         embeddings, np.asarray(validation.labels), distance="cosine", far_targets=CALIBRATION_FARS

@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from tripletkit.data import PKSampler
+from tripletkit.data import PKSampler, collate_items
 from tripletkit.models.embedding import uses_projector
 from tripletkit.training.allocator import keep_freed_memory
 from tripletkit.training.checkpoint import (
@@ -65,7 +65,8 @@ class TrainData:
         train: dataset of ``(input, label)``; must expose ``labels`` (``(N,)`` ints) and may
             expose ``set_epoch(epoch)`` (seeded augmentation) and ``num_skipped``.
         validation: dataset of ``(input, label)`` over classes held out from training, or None.
-        collate: DataLoader ``collate_fn`` (None: torch's default).
+        collate: DataLoader ``collate_fn`` (None: :func:`~tripletkit.data.collate_items`, torch's
+            default collation with a fast path for the batches of the in-memory datasets).
         summary: what the data is (name, items, classes, skipped files), for the report.
     """
 
@@ -240,7 +241,7 @@ class Trainer:
             self.data.train,
             batch_sampler=sampler,
             num_workers=workers,
-            collate_fn=self.data.collate,
+            collate_fn=self.data.collate or collate_items,
             persistent_workers=False,
         )
 
@@ -288,7 +289,10 @@ class Trainer:
             return {}
         model = self._bare_model()
         loader = torch.utils.data.DataLoader(
-            self.data.validation, batch_size=512, shuffle=False, collate_fn=self.data.collate
+            self.data.validation,
+            batch_size=512,
+            shuffle=False,
+            collate_fn=self.data.collate or collate_items,
         )
         start = time.perf_counter()
         was_training = model.training
@@ -465,6 +469,7 @@ class Trainer:
             margin, _DISTANCE_SCALE.get(distance, 1.0) if isinstance(distance, str) else 1.0
         )
         stopped_early = False
+        trained = [p for g in optimizer.param_groups for p in g["params"]]
         self.model.train()
         run_start = time.perf_counter() - progress["seconds"]
 
@@ -502,10 +507,7 @@ class Trainer:
                 for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
                     group["lr"] = base * factor
                 if config.optim.grad_clip:
-                    nn.utils.clip_grad_norm_(
-                        [p for g in optimizer.param_groups for p in g["params"]],
-                        config.optim.grad_clip,
-                    )
+                    nn.utils.clip_grad_norm_(trained, config.optim.grad_clip, foreach=True)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
