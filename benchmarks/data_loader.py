@@ -3,8 +3,9 @@
 Data: the standard Fashion-MNIST training side (train images of classes 0-4, 30,000 × 28×28
 uint8), batches of P=5 classes × K=32 = 160 from :class:`tripletkit.data.PKSampler`, turned into
 normalised float tensors, with and without augmentation (random resized crop + flip), with 0 and
-2 DataLoader workers. ``per-item`` rows disable the batched fetch (``__getitems__``) to show what
-it buys.
+2 DataLoader workers, collated as the trainer collates them
+(:func:`tripletkit.data.collate_items`). ``per-item`` rows disable the batched fetch
+(``__getitems__``) to show what it buys.
 
 Training: the demo model (3 conv blocks of 32/64/128 channels with BatchNorm, a 64-d
 L2-normalised embedding) on 28×28 grayscale, batch 160, :class:`tripletkit.losses.BatchTripletLoss`
@@ -59,7 +60,12 @@ class _PerItem:
 def _loader(augment: bool, workers: int, batched: bool = True):
     import torch
 
-    from tripletkit.data import ImageArrayDataset, PKSampler, fashion_mnist_retrieval_split
+    from tripletkit.data import (
+        ImageArrayDataset,
+        PKSampler,
+        collate_items,
+        fashion_mnist_retrieval_split,
+    )
 
     split = fashion_mnist_retrieval_split()
     dataset = ImageArrayDataset(
@@ -69,6 +75,8 @@ def _loader(augment: bool, workers: int, batched: bool = True):
     return torch.utils.data.DataLoader(
         dataset,
         batch_sampler=sampler,
+        # The trainer's collation: a batched fetch reaches the model as fetched, not re-stacked.
+        collate_fn=collate_items,
         num_workers=workers,
         persistent_workers=workers > 0,
         prefetch_factor=4 if workers > 0 else None,

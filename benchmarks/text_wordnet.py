@@ -338,6 +338,18 @@ TRIPLETKIT_RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
             "corpus_mining_options": {"rank_range": (1, 10), "max_score_ratio": 0.95},
         },
     ),
+    "tk-mnrl-hb-remine-2ep-unused5-lr2e4": (
+        "as tk-mnrl-hb-remine-2ep-unused3-lr2e4, 5 appended negatives per query (the 5 nearest "
+        "eligible within the top 10)",
+        {
+            **_MNRL_HB,
+            "epochs": 2,
+            "lr": 2e-4,
+            "unused_documents": 20_000,
+            "corpus_negatives": 5,
+            "corpus_mining_options": {"rank_range": (1, 10), "max_score_ratio": 0.95},
+        },
+    ),
     "tk-mnrl-hb-remine-2ep-unused3-lr2e4-m01": (
         "as tk-mnrl-hb-remine-2ep-unused3-lr2e4, with an additive margin of 0.1 on each "
         "positive's cosine distance (AM-softmax; 2 logits at τ 0.05), in both directions",

@@ -143,6 +143,66 @@ def _digit_png(path, index: int) -> str:
     return str(path)
 
 
+def test_unlabelled_manifest_embeds_and_serves_as_a_hubness_bank(
+    run_dir, vectors, tmp_path, capsys
+):
+    """A bank of images that are not the corpus, in a manifest without labels: ``embed`` writes
+    its vectors with no labels, and ``evaluate --hubness-bank`` corrects the ranking with exactly
+    the CSLS offsets of those vectors (numpy on the written files)."""
+    folder = tmp_path / "bank"
+    folder.mkdir()
+    for i in range(40):
+        _digit_png(folder / f"{i}.png", 100 + 7 * i)
+    manifest = folder / "bank.csv"
+    manifest.write_text("path\n" + "".join(f"{i}.png\n" for i in range(40)))
+    bank_vectors = tmp_path / "bank.parquet"
+    embed = ["embed", "--model", str(run_dir), "--data", str(manifest), "--quiet"]
+    assert cli_main([*embed, "--out", str(bank_vectors)]) == 0
+    bank = read_vectors(bank_vectors)
+    assert bank.vectors.shape == (40, 64) and bank.labels == [None] * 40
+    assert [s.rsplit("/", 1)[-1] for s in bank.sources] == [f"{i}.png" for i in range(40)]
+
+    out = tmp_path / "csls.json"
+    args = ["evaluate", "--model", str(run_dir), "--data", "digits", "--protocol", "text"]
+    args += ["--query-data", "digits", "--hubness-bank", str(manifest), "--hubness-k", "3"]
+    assert cli_main([*args, "--quiet", "--out", str(out)]) == 0
+    written = read_vectors(vectors)
+    labels = np.asarray(written.labels)
+    to_bank = _cosine_distances(written.vectors, bank.vectors)  # (corpus, bank)
+    offsets = -0.5 * np.sort(to_bank, axis=1)[:, :3].mean(axis=1)
+    d = _cosine_distances(written.vectors, written.vectors) + offsets
+    order = np.argsort(d, axis=1, kind="stable")[:, :100]
+    relevant = (labels[:, None] == labels[None, :]).sum(axis=1)
+    expected = float(np.mean((labels[order] == labels[:, None]).sum(axis=1) / relevant))
+    got = json.loads(out.read_text())["metrics"]["recall_at_100"]
+    assert got == pytest.approx(expected, abs=1e-3)
+    # Evaluation itself still needs labels, and says so in one line.
+    capsys.readouterr()
+    unlabelled = ["evaluate", "--model", str(run_dir), "--data", str(manifest), "--quiet"]
+    assert cli_main(unlabelled) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has no labels" in err[0]
+
+
+def test_image_folder_is_decoded_for_a_one_channel_model(run_dir, tmp_path):
+    """The digits model takes 1-channel images: files in a class folder are decoded as grayscale
+    (as ``verify`` decodes them), and each embeds exactly as ``verify``'s path does."""
+    from tripletkit.inference import embed_inputs, load_run
+
+    files = []
+    for label in ("a", "b"):
+        (tmp_path / "folder" / label).mkdir(parents=True)
+        for i in range(3):
+            files.append(_digit_png(tmp_path / "folder" / label / f"{i}.png", len(files)))
+    out = tmp_path / "folder.parquet"
+    args = ["embed", "--model", str(run_dir), "--data", str(tmp_path / "folder"), "--quiet"]
+    assert cli_main([*args, "--out", str(out)]) == 0
+    written = read_vectors(out)
+    assert written.labels == [0, 0, 0, 1, 1, 1]
+    expected = embed_inputs(load_run(run_dir), files).numpy()
+    np.testing.assert_allclose(written.vectors, expected, atol=1e-5)
+
+
 def test_verify_same_image_is_same_and_threshold_decides(run_dir, tmp_path, capsys):
     a = _digit_png(tmp_path / "a.png", 0)
     b = _digit_png(tmp_path / "b.png", 1)  # a different digit (0 then 1 in the data)

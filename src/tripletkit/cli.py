@@ -251,7 +251,9 @@ def _add_embed_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data",
         required=True,
-        help="image folder, manifest, .npy features, or fashion-mnist[:split]/digits",
+        help="image folder (one sub-folder per class), manifest (.csv/.tsv/.jsonl/.parquet with a "
+        "'path' or 'text' column and an optional 'label' column), .npy features, or "
+        "fashion-mnist[:split]/digits",
     )
     parser.add_argument("--out", required=True, help="the vectors file to write (.parquet)")
     parser.add_argument("--batch-size", type=int, default=256)
@@ -287,8 +289,9 @@ def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--hubness-bank",
-        help="text: labelled data (as --data) whose items are queries like the ones asked (e.g. "
-        "the training queries): rank the corpus with the CSLS hubness correction over it",
+        help="text: data (as --data; labels not needed) whose items are queries like the ones "
+        "asked (e.g. the training queries): rank the corpus with the CSLS hubness correction "
+        "over it",
     )
     parser.add_argument(
         "--hubness-k", type=int, default=10, help="bank queries per corpus item (default 10)"

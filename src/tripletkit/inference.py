@@ -9,8 +9,9 @@ Data specifications (``--data``):
 * ``fashion-mnist`` / ``fashion-mnist:test`` / ``fashion-mnist:train``, ``digits``: bundled data
   (``:test`` of Fashion-MNIST is the standard evaluation set, classes 5-9);
 * a folder with one sub-folder per class (images);
-* a ``.csv`` / ``.tsv`` / ``.jsonl`` / ``.parquet`` manifest with ``path`` or ``text`` (and
-  ``label``) columns;
+* a ``.csv`` / ``.tsv`` / ``.jsonl`` / ``.parquet`` manifest with a ``path`` or ``text`` column
+  and, optionally, a ``label`` column (evaluation needs labels; embedding and a hubness bank do
+  not);
 * a ``.npy`` feature matrix (labels from a ``label`` column for Parquet features).
 """
 
@@ -52,6 +53,12 @@ class LoadedRun:
         return {"ImageInputSpec": "image", "TextInputSpec": "text"}.get(
             type(spec).__name__, "vector"
         )
+
+    @property
+    def image_mode(self) -> str:
+        """The Pillow mode image files are decoded in for this model: ``"L"`` for a one-channel
+        model (e.g. one trained on Fashion-MNIST), else ``"RGB"``."""
+        return "L" if self.model.input_spec.channels == 1 else "RGB"
 
     def image_transform(self):
         from tripletkit.data import transforms
@@ -129,15 +136,23 @@ def open_dataset(spec: str, run: LoadedRun) -> tuple[torch.utils.data.Dataset, l
             f"--data {spec!r}: no such file or folder (or use fashion-mnist[:split] / digits)"
         )
     if path.is_dir():
-        dataset = ImageFolderDataset(path, run.image_transform(), allow_outside_root=True)
+        dataset = ImageFolderDataset(path, run.image_transform(), mode=run.image_mode)
         return dataset, [str(p) for p in getattr(dataset, "paths", [])] or [
             str(i) for i in range(len(dataset))
         ]
     if path.suffix in (".npy",) or (path.suffix == ".parquet" and run.kind == "vector"):
         dataset = load_features(path)
         return dataset, [f"{path.name}[{i}]" for i in range(len(dataset))]
-    transform = run.image_transform() if run.kind == "image" else None
-    dataset = manifest_dataset(path, transform, allow_outside_root=True)
+    image = run.kind == "image"
+    # Labels are optional here: a corpus to embed or a hubness bank needs none (evaluation,
+    # which does, says so when they are missing).
+    dataset = manifest_dataset(
+        path,
+        run.image_transform() if image else None,
+        allow_outside_root=True,
+        mode=run.image_mode if image else "RGB",
+        require_labels=False,
+    )
     sources = getattr(dataset, "texts", None) or getattr(dataset, "paths", None)
     return dataset, [str(s) for s in sources] if sources is not None else [
         str(i) for i in range(len(dataset))
@@ -169,11 +184,10 @@ def embed_inputs(run: LoadedRun, inputs: list[str]) -> torch.Tensor:
     from tripletkit.data.images import decode_image
 
     transform = run.image_transform()
-    channels = run.model.input_spec.channels
     images = []
     for item in inputs:
         if not Path(item).is_file():
             raise FileNotFoundError(f"no image file {item!r}")
-        image = decode_image(item, mode="L" if channels == 1 else "RGB")
+        image = decode_image(item, mode=run.image_mode)
         images.append(transform(image))
     return run.model.embed(torch.stack(images))

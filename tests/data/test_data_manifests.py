@@ -16,6 +16,7 @@ from tripletkit.data import (
     SkippedItemsWarning,
     TextDataset,
     TripletManifestDataset,
+    UnlabelledDataset,
     manifest_dataset,
     read_manifest,
     resolve_item_path,
@@ -77,6 +78,38 @@ def test_text_manifest(tmp_path: Path, fmt: str):
     assert isinstance(dataset, TextDataset)
     assert dataset.classes == [1, 3]
     assert [dataset[i] for i in range(3)] == [("a sandal", 1), ("a boot", 1), ("a cap", 0)]
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_text_manifest_without_labels_when_they_are_optional(tmp_path: Path, fmt: str):
+    manifest = write(tmp_path / "corpus", [{"text": t} for t in ("a boot", "a cap", "a hat")], fmt)
+    with pytest.raises(ValueError, match="no column 'label'"):
+        manifest_dataset(manifest)  # labels are required unless said otherwise
+    dataset = manifest_dataset(manifest, require_labels=False)
+    assert isinstance(dataset, UnlabelledDataset)
+    assert dataset.labels is None and dataset.classes is None
+    assert len(dataset) == 3 and dataset.texts == ["a boot", "a cap", "a hat"]
+    assert [dataset[i][0] for i in range(3)] == ["a boot", "a cap", "a hat"]
+    # With labels present, require_labels=False changes nothing: a labelled dataset.
+    labelled = write(tmp_path / "l", [{"text": "a", "label": 1}, {"text": "b", "label": 1}], fmt)
+    assert manifest_dataset(labelled, require_labels=False).labels.tolist() == [0, 0]
+
+
+def test_image_manifest_without_labels_matches_the_labelled_one(images: Path):
+    (images / "img" / "broken.png").write_bytes(b"nope")
+    paths = [f"img/{i}.png" for i in (3, 0, 2)] + ["img/broken.png"]
+    unlabelled = write(images / "u", [{"path": p} for p in paths], "csv")
+    with pytest.warns(SkippedItemsWarning, match=r"1 of 4 items could not be read"):
+        dataset = manifest_dataset(unlabelled, transforms.ToFloat(), require_labels=False)
+    assert dataset.labels is None and len(dataset) == 3 and dataset.num_skipped == 1
+    assert [Path(p).name for p in dataset.paths] == ["3.png", "0.png", "2.png"]
+    labelled = write(images / "l", [{"path": p, "label": 0} for p in paths[:3]], "csv")
+    reference = manifest_dataset(labelled, transforms.ToFloat(), require_positives=False)
+    # Item by item and through a DataLoader (the batched fetch), the same images in order.
+    for i in range(3):
+        torch.testing.assert_close(dataset[i][0], reference[i][0], rtol=0, atol=0)
+    x, _ = next(iter(torch.utils.data.DataLoader(dataset, batch_size=3)))
+    torch.testing.assert_close(x, torch.stack([reference[i][0] for i in range(3)]))
 
 
 def test_root_argument_and_loader(images: Path, tmp_path: Path):

@@ -6,6 +6,7 @@ what                               where
 ``PKSampler``                      batches of P distinct classes × K items (always triplets)
 ``ImageFolderDataset``             ``root/<class>/<image>``, jpg/png/webp via Pillow
 ``manifest_dataset``               CSV/JSONL/Parquet with ``path`` or ``text`` plus ``label``
+``UnlabelledDataset``              the same without labels (``require_labels=False``): a corpus
 ``TripletManifestDataset``         explicit ``anchor``/``positive``/``negative`` rows
 ``PairManifestDataset``            retrieval ``query``/``positive`` rows
 ``ImageArrayDataset``              uint8 image arrays in memory (batched fetch and transforms)
@@ -59,6 +60,7 @@ from tripletkit.data.manifests import (
     Manifest,
     PairManifestDataset,
     TripletManifestDataset,
+    UnlabelledDataset,
     manifest_dataset,
     read_manifest,
     resolve_item_path,
@@ -111,6 +113,7 @@ __all__ = [
     "Synset",
     "TextDataset",
     "TripletManifestDataset",
+    "UnlabelledDataset",
     "class_disjoint_split",
     "collate_items",
     "decode_image",

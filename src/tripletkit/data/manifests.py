@@ -50,6 +50,7 @@ __all__ = [
     "Manifest",
     "PairManifestDataset",
     "TripletManifestDataset",
+    "UnlabelledDataset",
     "manifest_dataset",
     "read_manifest",
     "resolve_item_path",
@@ -269,7 +270,8 @@ def manifest_dataset(
     strict: bool = False,
     seed: int | None = None,
     require_positives: bool = True,
-) -> ImageFileDataset | TextDataset:
+    require_labels: bool = True,
+) -> ImageFileDataset | TextDataset | UnlabelledDataset:
     """A labelled dataset from a manifest with a ``path`` or a ``text`` column and a label column.
 
     With ``path``: an :class:`~tripletkit.data.ImageFileDataset` (items ``(image, label)``;
@@ -284,6 +286,8 @@ def manifest_dataset(
         label_column: the column holding the labels.
         allow_outside_root: accept absolute paths and paths leaving ``root``.
         require_positives: raise when every label is distinct.
+        require_labels: with False, a manifest without the label column is read as an
+            :class:`UnlabelledDataset` (e.g. a corpus to embed and index) instead of an error.
 
     Example:
         >>> import tempfile
@@ -307,6 +311,27 @@ def manifest_dataset(
         raise ValueError(
             f"manifest {table.path} has {problem} (found: {found}); expected exactly one of them, "
             f"plus a '{label_column}' column"
+        )
+    if not require_labels and label_column not in table.columns:
+        placeholder = [0] * table.num_rows
+        if has_text:
+            texts = table.require_values("text", "a text")
+            return UnlabelledDataset(TextDataset(texts, placeholder, require_positives=False))
+        paths = _resolve_column(
+            table, "path", Path(root) if root is not None else table.path.parent, allow_outside_root
+        )
+        return UnlabelledDataset(
+            ImageFileDataset(
+                paths,
+                placeholder,
+                transform,
+                mode=mode,
+                check=check,
+                strict=strict,
+                seed=seed,
+                source=f"manifest {table.path}",
+                require_positives=False,
+            )
         )
     table.require([label_column], f"a '{label_column}' column (the class of each item)")
     labels = table.require_labels(label_column)
@@ -334,6 +359,41 @@ def manifest_dataset(
         source=f"manifest {table.path}",
         require_positives=require_positives,
     )
+
+
+class UnlabelledDataset(torch.utils.data.Dataset):
+    """Items without labels (a corpus to embed, a bank of past queries): ``labels`` and
+    ``classes`` are None, so code that needs labels can tell and say so.
+
+    Wraps a labelled dataset built with placeholder labels, whose items and batches it returns
+    unchanged (a DataLoader still yields ``(inputs, labels)``; those labels mean nothing). Other
+    attributes (``texts``, ``paths``, ``skipped``, ``set_epoch``...) are the wrapped dataset's.
+
+    >>> dataset = UnlabelledDataset(TextDataset(["a boot", "a cap"], [0, 0], require_positives=False))
+    >>> len(dataset), dataset[1][0], dataset.labels is None, dataset.texts
+    (2, 'a cap', True, ['a boot', 'a cap'])
+    """
+
+    labels = None
+    classes = None
+
+    def __init__(self, dataset: torch.utils.data.Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, index: int) -> Any:
+        return self.dataset[index]
+
+    def __getitems__(self, indices: list[int]) -> Any:
+        fetch = getattr(self.dataset, "__getitems__", None)
+        return fetch(indices) if fetch is not None else [self.dataset[i] for i in indices]
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "dataset":  # not set yet (e.g. while unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
 
 
 class _TupleManifestDataset(ReportsSkipped, torch.utils.data.Dataset):

@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -235,7 +236,7 @@ def build_run(config: RunConfig) -> BuiltRun:
             kind = "vector"
         else:
             probe = (
-                ImageFolderDataset(config.data.path, allow_outside_root=True)
+                ImageFolderDataset(config.data.path)
                 if name == "image-folder"
                 else manifest_dataset(
                     config.data.path, allow_outside_root=config.data.allow_outside_root
@@ -247,35 +248,37 @@ def build_run(config: RunConfig) -> BuiltRun:
                 spec = model.input_spec
                 size = config.data.image_size or (spec.image_size[0] if spec.image_size else 64)
                 config.data.image_size = size
-                build = (
-                    (
-                        lambda tf: ImageFolderDataset(
-                            config.data.path, tf, strict=config.data.strict, seed=seed
-                        )
+
+                def build(path: Any, tf: Any) -> Any:
+                    if name == "image-folder":
+                        return ImageFolderDataset(path, tf, strict=config.data.strict, seed=seed)
+                    return manifest_dataset(
+                        path,
+                        tf,
+                        allow_outside_root=config.data.allow_outside_root,
+                        strict=config.data.strict,
+                        seed=seed,
                     )
-                    if name == "image-folder"
-                    else (
-                        lambda tf: manifest_dataset(
-                            config.data.path,
-                            tf,
-                            allow_outside_root=config.data.allow_outside_root,
-                            strict=config.data.strict,
-                            seed=seed,
-                        )
-                    )
+
+                full = build(
+                    config.data.path, _image_transform(spec, config, config.data.augment, None)
                 )
-                full = build(_image_transform(spec, config, config.data.augment, None))
-                full_eval = build(_image_transform(spec, config, False, None))
+                full_eval = build(config.data.path, _image_transform(spec, config, False, None))
             else:
                 full = full_eval = probe
         labels = np.asarray(full.labels)
         if config.data.val_path is not None:
-            loader = (
-                load_features
-                if name == "vectors"
-                else (ImageFolderDataset if name == "image-folder" else manifest_dataset)
-            )
-            validation = loader(config.data.val_path)
+            if name == "vectors":
+                validation = load_features(config.data.val_path)
+            elif kind == "image":
+                # Prepared as the evaluation side of the training data (no augmentation).
+                validation = build(
+                    config.data.val_path, _image_transform(spec, config, False, None)
+                )
+            else:
+                validation = manifest_dataset(
+                    config.data.val_path, allow_outside_root=config.data.allow_outside_root
+                )
             train = full
         else:
             present = np.unique(labels)
@@ -319,11 +322,26 @@ def _embed_and_evaluate(model, dataset, evaluate) -> dict[str, Any]:
 CALIBRATION_FARS = (1e-2, 1e-3, 1e-4)
 
 
-def calibrate(model: torch.nn.Module, validation, run_dir: str | Path) -> dict[str, Any]:
+def calibrate(model: torch.nn.Module, validation, run_dir: str | Path) -> dict[str, Any] | None:
     """Verification thresholds of the model on the validation pairs, written to
-    ``run_dir/calibration.json`` (read by ``tripletkit verify``)."""
+    ``run_dir/calibration.json`` (read by ``tripletkit verify``).
+
+    A validation set without both kinds of pair (one class only, or no class with two items)
+    cannot calibrate anything: a warning says so and None is returned, no file is written, and
+    the trained run is kept (``tripletkit verify`` then needs ``--threshold``).
+    """
     from tripletkit.evaluation import evaluate_verification_from_labels
 
+    _, counts = np.unique(np.asarray(validation.labels), return_counts=True)
+    if len(counts) < 2 or counts.max() < 2:
+        warnings.warn(
+            f"no calibration.json: the validation set ({len(validation)} items, {len(counts)} "
+            "classes) needs at least 2 classes and a class with 2 items to give verification "
+            "pairs of both kinds; give data.val_path or more classes, or pass --threshold to "
+            "tripletkit verify",
+            stacklevel=2,
+        )
+        return None
     loader = torch.utils.data.DataLoader(
         validation, batch_size=512, shuffle=False, collate_fn=collate_items
     )
