@@ -247,6 +247,25 @@ def test_index_search_needs_queries(vectors, tmp_path, capsys):
     assert cli_main(["index", "build", "--vectors", str(vectors), "--out", str(index_dir)]) == 0
     assert cli_main(["index", "search", "--index", str(index_dir)]) == 2
     assert "queries" in capsys.readouterr().err
+    search = ["index", "search", "--index", str(index_dir), "--vectors", str(vectors)]
+    assert cli_main([*search, "--model", "run", "a.png"]) == 2
+    assert "not both" in capsys.readouterr().err
+    assert cli_main([*search, "-k", "0"]) == 2
+    assert "-k must be >= 1" in capsys.readouterr().err
+
+
+def test_index_search_lists_only_the_items_there_are(vectors, tmp_path):
+    """-k beyond the index's size: the hits stop at the last item, with no filler rows."""
+    small = tmp_path / "small.parquet"
+    written = read_vectors(vectors)
+    write_vectors(small, written.vectors[:3], written.labels[:3])
+    index_dir = tmp_path / "index"
+    assert cli_main(["index", "build", "--vectors", str(small), "--out", str(index_dir)]) == 0
+    out = tmp_path / "hits.json"
+    search = ["index", "search", "--index", str(index_dir), "--vectors", str(small), "-k", "10"]
+    assert cli_main([*search, "--out", str(out)]) == 0
+    for result in json.loads(out.read_text())["results"]:
+        assert sorted(hit["id"] for hit in result["hits"]) == [0, 1, 2]
 
 
 def test_missing_run_directory_is_one_clear_line(tmp_path, capsys):
@@ -311,7 +330,7 @@ def test_average_models_usage_errors(run_dir, tmp_path, capsys):
     code = cli_main(
         ["average-models", str(run_dir), "--out", str(tmp_path / "o"), "--weights", "-1"]
     )
-    assert code == 1
+    assert code == 2
     assert "finite and non-negative" in capsys.readouterr().err
     assert (
         cli_main(["average-models", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2

@@ -58,14 +58,14 @@ def test_missing_column_and_file(files, capsys) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("question,answer\na,b\n")
     argv = ["mine-negatives", "--corpus", str(corpus), "--model", "m", "--out"]
-    assert main([*argv, str(tmp_path / "o.csv"), "--pairs", str(bad)]) == 1
+    assert main([*argv, str(tmp_path / "o.csv"), "--pairs", str(bad)]) == 2
     err = capsys.readouterr().err
     assert "no column 'query'" in err and "--query-column" in err
     assert (
         main([*argv, str(tmp_path / "o.csv"), "--pairs", str(tmp_path / "nope.csv")]) == 2
     )  # a path that does not exist is bad usage
     assert "does not exist" in capsys.readouterr().err
-    assert main([*argv, str(tmp_path / "o.txt"), "--pairs", str(pairs)]) == 1
+    assert main([*argv, str(tmp_path / "o.txt"), "--pairs", str(pairs)]) == 2
     assert ".parquet" in capsys.readouterr().err
 
 

@@ -78,8 +78,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         message = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         print(f"tripletkit {args.command}: error: {message}", file=sys.stderr)
-        # A path the user named that does not exist is bad usage (2), like a bad flag.
-        return 2 if isinstance(err, FileNotFoundError) else 1
+        # Bad input is bad usage (2), like a bad flag: a path that does not exist, or a value
+        # the library refuses (ValueError: a bad option, manifest, column, data set...). Other
+        # failures (I/O, runtime) exit 1.
+        return 2 if isinstance(err, (FileNotFoundError, ValueError)) else 1
 
 
 def _parse_sets(pairs: list[str] | None) -> dict[str, str]:
@@ -96,7 +98,8 @@ def _parse_sets(pairs: list[str] | None) -> dict[str, str]:
 _TRAIN_FLAGS = {
     "data": (
         "data.dataset",
-        "data set: auto, fashion-mnist, digits, image-folder, manifest, vectors",
+        "data set: auto (with --data-path: what the path holds; else the bundled data), "
+        "fashion-mnist, digits, image-folder, manifest, vectors",
     ),
     "data_path": ("data.path", "training data (a folder, manifest or feature file)"),
     "val_path": ("data.val_path", "validation data (default: held-out classes of --data-path)"),
@@ -303,7 +306,7 @@ def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_evaluate(args: argparse.Namespace) -> int:
     from tripletkit import evaluation
-    from tripletkit.inference import embed_dataset, load_run, open_dataset
+    from tripletkit.inference import embed_dataset, load_run, open_dataset, shared_label_ids
 
     if args.protocol in ("reid", "text") and not args.query_data:
         raise UsageError(f"--protocol {args.protocol} needs --query-data (queries) besides --data")
@@ -327,6 +330,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         queries = embed_dataset(run, query_set, query_sources, progress=not args.quiet)
         if queries.labels is None:
             raise UsageError(f"--query-data {args.query_data!r} has no labels")
+        # Each file numbers its own classes: compare the label values, not the ids.
+        query_labels, gallery_labels = shared_label_ids(
+            query_set, queries.labels, dataset, embedded.labels
+        )
         if args.protocol == "reid":
             query_cameras = getattr(query_set, "cameras", None)
             gallery_cameras = getattr(dataset, "cameras", None)
@@ -336,16 +343,16 @@ def _run_evaluate(args: argparse.Namespace) -> int:
                 print("note: no camera ids in the data; the same-camera rule is not applied")
             metrics = evaluation.evaluate_reid(
                 queries.embeddings,
-                queries.labels,
+                query_labels,
                 query_cameras,
                 embedded.embeddings,
-                embedded.labels,
+                gallery_labels,
                 gallery_cameras,
             ).metrics
         else:
             qrels = {
-                q: {d: 1 for d in np.flatnonzero(embedded.labels == label).tolist()}
-                for q, label in enumerate(queries.labels.tolist())
+                q: {d: 1 for d in np.flatnonzero(gallery_labels == label).tolist()}
+                for q, label in enumerate(query_labels.tolist())
             }
             offsets = None
             if args.hubness_bank:
@@ -468,6 +475,10 @@ def _run_index_search(args: argparse.Namespace) -> int:
     from tripletkit.index.vectors_file import read_vectors
     from tripletkit.inference import embed_inputs, load_run
 
+    if args.vectors and args.queries:
+        raise UsageError("give queries either as --vectors or as images/texts, not both")
+    if args.k < 1:
+        raise UsageError(f"-k must be >= 1; got {args.k}")
     index = VectorIndex.load(args.index)
     if args.vectors:
         queries = read_vectors(args.vectors).vectors
@@ -489,6 +500,8 @@ def _run_index_search(args: argparse.Namespace) -> int:
         print(f"{name}:")
         hits = []
         for rank, (item, dist, record) in enumerate(zip(ids, distances, records, strict=True), 1):
+            if item < 0:  # -k beyond the items in the index: no more hits
+                break
             label = getattr(record, "label", None) if record is not None else None
             source = getattr(record, "source", None) if record is not None else None
             shown = 0.0 if abs(dist) < 5e-5 else dist  # no "-0.0000" for an exact match

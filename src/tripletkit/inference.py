@@ -29,6 +29,7 @@ from tripletkit.data import (
     ImageArrayDataset,
     ImageFolderDataset,
     collate_items,
+    encode_labels,
     load_features,
     manifest_dataset,
 )
@@ -36,7 +37,16 @@ from tripletkit.data.bundled import load_digits, load_fashion_mnist
 from tripletkit.data.splits import FASHION_MNIST_TRAIN_CLASSES, class_disjoint_split
 from tripletkit.training.config import RunConfig, resolve_config
 
-__all__ = ["Embedded", "LoadedRun", "embed_dataset", "embed_inputs", "load_run", "open_dataset"]
+__all__ = [
+    "Embedded",
+    "LoadedRun",
+    "embed_dataset",
+    "embed_inputs",
+    "label_values",
+    "load_run",
+    "open_dataset",
+    "shared_label_ids",
+]
 
 
 @dataclass
@@ -49,10 +59,9 @@ class LoadedRun:
 
     @property
     def kind(self) -> str:
-        spec = getattr(self.model, "input_spec", None)
-        return {"ImageInputSpec": "image", "TextInputSpec": "text"}.get(
-            type(spec).__name__, "vector"
-        )
+        from tripletkit.models.input_spec import input_kind
+
+        return input_kind(self.model)
 
     @property
     def image_mode(self) -> str:
@@ -136,6 +145,11 @@ def open_dataset(spec: str, run: LoadedRun) -> tuple[torch.utils.data.Dataset, l
             f"--data {spec!r}: no such file or folder (or use fashion-mnist[:split] / digits)"
         )
     if path.is_dir():
+        if run.kind != "image":
+            raise ValueError(
+                f"--data {spec!r} is a folder of images, but the model of {str(run.directory)!r} "
+                f"takes {run.kind}s"
+            )
         dataset = ImageFolderDataset(path, run.image_transform(), mode=run.image_mode)
         return dataset, [str(p) for p in getattr(dataset, "paths", [])] or [
             str(i) for i in range(len(dataset))
@@ -173,6 +187,25 @@ def embed_dataset(
     embeddings = run.model.embed(loader, progress=progress)
     labels = getattr(dataset, "labels", None)
     return Embedded(embeddings, None if labels is None else np.asarray(labels), sources)
+
+
+def label_values(dataset: Any, labels: np.ndarray) -> list[Any]:
+    """The original label of each item (``dataset.classes[id]``): label ids are numbered per
+    dataset (sorted class names), so two datasets' ids only compare through their values."""
+    classes = getattr(dataset, "classes", None)
+    if classes is None:
+        return labels.tolist()
+    return [classes[i] for i in labels.tolist()]
+
+
+def shared_label_ids(
+    first: Any, first_labels: np.ndarray, second: Any, second_labels: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Label ids of two datasets (queries and gallery, say) on one numbering, so that equal ids
+    mean the same class in both; each dataset alone numbers its own classes from 0."""
+    values = label_values(first, first_labels) + label_values(second, second_labels)
+    ids = encode_labels(values).ids
+    return ids[: len(first_labels)], ids[len(first_labels) :]
 
 
 def embed_inputs(run: LoadedRun, inputs: list[str]) -> torch.Tensor:

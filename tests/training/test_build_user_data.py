@@ -64,12 +64,10 @@ def test_image_folder_trains_embeds_and_evaluates_from_the_command_line(image_fo
     args += ["--model", "small_cnn", "--epochs", "2", "--p", "2", "--k", "3"]
     args += ["--run-dir", str(run_dir), "--quiet", "--set", "data.image_size=12"]
     args += ["--set", "data.augment=false", "--set", "train.report=false"]
-    # 4 classes: 1 held out for validation, which gives no different-class pairs to calibrate
-    # verification thresholds with; the run says so and still ends well.
-    with pytest.warns(UserWarning, match="no calibration.json: the validation set"):
-        assert cli_main(args) == 0
+    assert cli_main(args) == 0
     assert (run_dir / "model").is_dir() and (run_dir / "metrics.jsonl").is_file()
-    assert not (run_dir / "calibration.json").exists()
+    # 4 classes: 2 held out for validation, enough for verification thresholds.
+    assert (run_dir / "calibration.json").is_file()
     metrics = tmp_path / "metrics.json"
     evaluate = ["evaluate", "--model", str(run_dir), "--data", str(image_folder), "--quiet"]
     assert cli_main([*evaluate, "--out", str(metrics)]) == 0
@@ -130,3 +128,106 @@ def test_vectors_with_a_validation_file(tmp_path):
     train(resolve_config(overrides=overrides), run_dir=run_dir)
     assert (run_dir / "model").is_dir()
     assert len(_epoch_records(run_dir)) == 3  # before training and after each of 2 epochs
+
+
+def test_evaluate_matches_query_and_gallery_labels_by_value(image_folder, tmp_path):
+    """Queries and gallery in two manifests: each file numbers its own classes (grey, red -> 0, 1
+    here; blue, green, grey, red -> 0..3 there), so labels must be compared by value. Every
+    query image is also in the gallery, at distance 0: rank-1 CMC is 1 and each query finds all
+    5 images of its colour within the top 10 once labels are matched right."""
+    run_dir = tmp_path / "run"
+    overrides = {**QUICK, "data.dataset": "image-folder", "data.path": str(image_folder)}
+    overrides |= {"data.image_size": 12, "model.name": "small_cnn", "train.epochs": 1}
+    train(resolve_config(overrides=overrides), run_dir=run_dir)
+    images = sorted(image_folder.rglob("*.png"))
+    gallery = image_folder / "gallery.csv"
+    gallery.write_text(
+        "path,label\n" + "".join(f"{p.relative_to(image_folder)},{p.parent.name}\n" for p in images)
+    )
+    queries = image_folder / "queries.csv"
+    chosen = [p for p in images if p.parent.name in ("grey", "red")]
+    queries.write_text(
+        "path,label\n" + "".join(f"{p.relative_to(image_folder)},{p.parent.name}\n" for p in chosen)
+    )
+    base = ["evaluate", "--model", str(run_dir), "--data", str(gallery), "--quiet"]
+    base += ["--query-data", str(queries)]
+    reid_out, text_out = tmp_path / "reid.json", tmp_path / "text.json"
+    assert cli_main([*base, "--protocol", "reid", "--out", str(reid_out)]) == 0
+    assert cli_main([*base, "--protocol", "text", "--out", str(text_out)]) == 0
+    assert json.loads(reid_out.read_text())["metrics"]["cmc_rank_1"] == pytest.approx(1.0)
+    # Plain colours, far apart: the 5 same-colour images are the 5 nearest.
+    assert json.loads(text_out.read_text())["metrics"]["recall_at_10"] == pytest.approx(1.0)
+
+
+def test_a_data_path_alone_trains_on_that_data(image_folder, tmp_path):
+    """``--data-path`` without ``--data``: the data at the path, never a bundled set instead."""
+    from tripletkit.training.build import _dataset_of_path, build_run
+
+    (tmp_path / "m.csv").write_text("path,label\n")
+    (tmp_path / "f.npy").write_bytes(b"")
+    (tmp_path / "x.bin").write_bytes(b"")
+    assert _dataset_of_path(str(image_folder)) == "image-folder"
+    assert _dataset_of_path(str(tmp_path / "m.csv")) == "manifest"
+    assert _dataset_of_path(str(tmp_path / "f.npy")) == "vectors"
+    with pytest.raises(ValueError, match=r"set data\.dataset"):
+        _dataset_of_path(str(tmp_path / "x.bin"))
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        _dataset_of_path(str(tmp_path / "nope.csv"))
+    config = resolve_config(overrides={**QUICK, "data.path": str(image_folder)})
+    config.data.image_size = 12
+    built = build_run(config)
+    summary = built.data.summary
+    assert summary["dataset"] == "image-folder"
+    assert summary["train_items"] + summary["validation_items"] == 20
+
+
+def test_one_validation_class_is_warned_about_and_skips_calibration(image_folder, tmp_path):
+    """3 classes leave 1 for validation: retrieval metrics are 1.0 whatever the model, and there
+    are no different-class pairs to calibrate verification with. Both are said; the run ends."""
+    for extra in image_folder.iterdir():
+        if extra.name == "grey":
+            for f in extra.iterdir():
+                f.unlink()
+            extra.rmdir()
+    run_dir = tmp_path / "run"
+    overrides = {**QUICK, "data.dataset": "image-folder", "data.path": str(image_folder)}
+    overrides |= {"data.image_size": 12, "train.epochs": 1}
+    with pytest.warns(UserWarning) as caught:
+        train(resolve_config(overrides=overrides), run_dir=run_dir)
+    messages = [str(w.message) for w in caught]
+    assert any("the validation set holds 1 class" in m for m in messages)
+    assert any("no calibration.json" in m for m in messages)
+    assert (run_dir / "model").is_dir() and not (run_dir / "calibration.json").exists()
+
+
+def test_a_run_directory_holding_a_run_is_not_overwritten_by_accident(image_folder, tmp_path):
+    """A second run into the same directory is refused (one line, exit 2) and leaves the first
+    run as it was; train.overwrite replaces it, removing the old run's files first."""
+    run_dir = tmp_path / "run"
+    args = ["train", "--data-path", str(image_folder), "--epochs", "1", "--p", "2", "--k", "3"]
+    args += ["--run-dir", str(run_dir), "--quiet", "--set", "data.image_size=12"]
+    args += ["--set", "train.report=false", "--set", "data.augment=false"]
+    assert cli_main(args) == 0
+    before = {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir()}
+    (run_dir / "report-old.png").write_bytes(b"stale")
+    assert cli_main([*args, "--set", "train.epochs=2"]) == 2
+    assert {p.name: p.stat().st_mtime_ns for p in run_dir.iterdir() if p.name in before} == before
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["train"]["epochs"] == 1
+    assert cli_main([*args, "--set", "train.epochs=2", "--set", "train.overwrite=true"]) == 0
+    assert json.loads((run_dir / "config.json").read_text())["train"]["epochs"] == 2
+    assert not (run_dir / "report-old.png").exists()
+
+
+def test_a_model_that_does_not_take_the_data_is_one_clear_line(image_folder, tmp_path, capsys):
+    """Images to a vector model, features to an image model: exit 2 and a line naming the model
+    and what the data holds, not a shape error from deep inside the first step."""
+    args = ["train", "--data-path", str(image_folder), "--model", "mlp", "--quiet"]
+    assert cli_main([*args, "--run-dir", str(tmp_path / "a")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.name 'mlp'" in err[0] and "the data holds images" in err[0]
+    from tripletkit.training.build import _build_model
+
+    config = resolve_config(overrides={"model.name": "small_cnn"})
+    with pytest.raises(ValueError, match=r"model.name 'small_cnn' .* the data holds vectors"):
+        _build_model(config, "vector", None, 3)

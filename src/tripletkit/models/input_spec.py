@@ -26,6 +26,7 @@ __all__ = [
     "InputSpec",
     "TextInputSpec",
     "VectorInputSpec",
+    "input_kind",
 ]
 
 #: Per-channel (R, G, B) mean and standard deviation of ImageNet, for models pretrained on it.
@@ -231,3 +232,14 @@ class TextInputSpec:
 
 #: Any of the three input specs.
 InputSpec = VectorInputSpec | ImageInputSpec | TextInputSpec
+
+
+def input_kind(model: torch.nn.Module) -> str:
+    """``"image"``, ``"text"`` or ``"vector"``: what ``model.input_spec`` says the model takes
+    (a model without a spec is taken to take vectors)."""
+    spec = getattr(model, "input_spec", None)
+    if isinstance(spec, ImageInputSpec):
+        return "image"
+    if isinstance(spec, TextInputSpec):
+        return "text"
+    return "vector"

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 import warnings
 from dataclasses import dataclass
@@ -111,6 +112,7 @@ def _model_name(config: RunConfig, kind: str) -> str:
 
 def _build_model(config: RunConfig, kind: str, in_channels: int | None, in_features: int | None):
     from tripletkit.models import create_model
+    from tripletkit.models.input_spec import input_kind
 
     options = dict(config.model.options)
     name = _model_name(config, kind)
@@ -118,14 +120,29 @@ def _build_model(config: RunConfig, kind: str, in_channels: int | None, in_featu
         options.setdefault("in_features", in_features)
     if kind == "image" and in_channels is not None and name == "small_cnn":
         options.setdefault("in_channels", in_channels)
-    return create_model(
-        name,
-        pretrained=config.model.pretrained,
-        embedding_dim=config.model.embedding_dim,
-        normalize=config.model.normalize,
-        projector=config.model.projector,
-        **options,
+    mismatch = (
+        f"model.name {name!r} does not take the data: the data holds {kind}s; choose a model "
+        f"for {kind}s (or leave model.name unset: small_cnn for images, mlp for vectors, "
+        "text_encoder for texts)"
     )
+    try:
+        model = create_model(
+            name,
+            pretrained=config.model.pretrained,
+            embedding_dim=config.model.embedding_dim,
+            normalize=config.model.normalize,
+            projector=config.model.projector,
+            **options,
+        )
+    except (TypeError, ValueError) as err:
+        if "in_features" in str(err) and "in_features" not in config.model.options:
+            raise ValueError(mismatch) from err  # a non-vector model given features
+        raise
+    if input_kind(model) != kind:
+        raise ValueError(
+            mismatch.replace("the data holds", f"it takes {input_kind(model)}s, the data holds")
+        )
+    return model
 
 
 #: What ``tripletkit train`` uses for the triplet loss when the configuration leaves it open.
@@ -196,13 +213,43 @@ def _bundled(config: RunConfig, name: str):
     )
 
 
+def _dataset_of_path(path: str) -> str:
+    """``data.dataset`` for ``data.dataset = "auto"`` with a ``data.path``: a folder holds images
+    (one sub-folder per class), ``.npy`` features, a table with a ``path`` or ``text`` column is a
+    manifest, and any other Parquet table features."""
+    location = Path(path)
+    if location.is_dir():
+        return "image-folder"
+    if not location.exists():
+        raise FileNotFoundError(f"data.path {path!r} does not exist")
+    suffix = location.suffix.lower()
+    if suffix == ".npy":
+        return "vectors"
+    if suffix == ".parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            return "manifest"  # which says how to install Parquet support
+        names = set(pq.read_schema(location).names)
+        return "manifest" if names & {"path", "text"} else "vectors"
+    if suffix in (".csv", ".tsv", ".jsonl", ".ndjson"):
+        return "manifest"
+    raise ValueError(
+        f"data.path {path!r}: cannot tell what it holds from its suffix; set data.dataset "
+        "(--data image-folder, manifest or vectors)"
+    )
+
+
 def build_run(config: RunConfig) -> BuiltRun:
     """Datasets, model and loss of ``config``."""
     name = config.data.dataset
     if name not in DATASETS:
         listed = ", ".join(repr(d) for d in DATASETS)
         raise ValueError(f"unknown data.dataset {name!r}; accepted: {listed}")
-    if name == "auto":
+    if name == "auto" and config.data.path is not None:
+        # The user's own data: never a bundled set in its place.
+        name = _dataset_of_path(config.data.path)
+    elif name == "auto":
         name = "fashion-mnist" if fashion_mnist_available() else "digits"
     seed = config.train.seed
     summary: dict[str, Any] = {"dataset": name}
@@ -286,7 +333,10 @@ def build_run(config: RunConfig) -> BuiltRun:
                 train_classes = config.data.train_classes
             else:
                 rng = np.random.default_rng(seed)
-                held = max(1, round(0.2 * present.shape[0]))
+                # A fifth of the classes, but at least 2 where 2 are left to train on: one
+                # validation class makes every retrieval metric 1.0 whatever the model.
+                count = present.shape[0]
+                held = max(1, round(0.2 * count), 2 if count >= 4 else 1)
                 train_classes = sorted(
                     set(present.tolist()) - set(rng.choice(present, held, replace=False).tolist())
                 )
@@ -301,6 +351,14 @@ def build_run(config: RunConfig) -> BuiltRun:
             validation_items=len(validation),
             skipped=int(getattr(full, "num_skipped", 0)),
         )
+        validation_classes = np.unique(np.asarray(validation.labels)).shape[0]
+        if validation_classes < 2:
+            warnings.warn(
+                f"the validation set holds {validation_classes} class: its P@1, R-precision and "
+                "MAP@R are 1.0 whatever the model, so early stopping and tune-margin cannot tell "
+                "runs apart; give data.val_path with more classes, or data with 4 or more",
+                stacklevel=2,
+            )
     num_classes = int(np.unique(np.asarray(train.labels)).shape[0])
     summary["num_train_classes"] = num_classes
     loss_fn = build_loss(config, int(np.asarray(train.labels).max()) + 1, model.loss_dim)
@@ -362,6 +420,43 @@ def calibrate(model: torch.nn.Module, validation, run_dir: str | Path) -> dict[s
     return calibration
 
 
+#: What a run writes into its directory (``train.overwrite`` removes these and nothing else).
+RUN_FILES = (
+    "config.json",
+    "metrics.jsonl",
+    "summary.json",
+    "test.json",
+    "calibration.json",
+    "report.html",
+    "checkpoints",
+    "model",
+    "model_initial",
+    "tensorboard",
+)
+
+
+def _claim_run_dir(run_dir: Path, overwrite: bool) -> None:
+    """Refuse to start a new run over a previous one: a run that fails part-way would leave a
+    mix of both (its config, the old model). With ``overwrite``, the old run's files go first."""
+    # A run's traces (a config.json alone may be tune-margin's best config, to train here).
+    traces = [n for n in ("metrics.jsonl", "checkpoints", "model") if (run_dir / n).exists()]
+    if not traces:
+        return
+    if not overwrite:
+        raise ValueError(
+            f"run directory {str(run_dir)!r} already holds a run ({', '.join(traces)}); --resume "
+            "continues it, a new --run-dir starts another, --set train.overwrite=true replaces it"
+        )
+    for name in RUN_FILES:
+        path = run_dir / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    for path in run_dir.glob("report-*.png"):
+        path.unlink()
+
+
 def train(config: RunConfig, run_dir: str | Path | None = None, resume: bool = False) -> RunOutcome:
     """Build, train and test the run described by ``config`` (see the module docstring).
 
@@ -371,6 +466,8 @@ def train(config: RunConfig, run_dir: str | Path | None = None, resume: bool = F
     from tripletkit.evaluation import retrieval_metrics
 
     run_dir = Path(run_dir or config.train.run_dir or default_run_dir())
+    if not resume and int(os.environ.get("RANK", "0")) == 0:
+        _claim_run_dir(run_dir, config.train.overwrite)
     # Seed before building: the model's initial weights are part of what the seed fixes.
     seed_everything(config.train.seed)
     built = build_run(config)

@@ -49,7 +49,8 @@ __all__ = [
 class DataConfig:
     """What to train and validate on.
 
-    ``dataset``: ``"auto"`` (Fashion-MNIST when its Debian package is installed, else scikit-learn
+    ``dataset``: ``"auto"`` (with a ``path``: what the path holds, a folder of images, a manifest
+    or features; without: Fashion-MNIST when its Debian package is installed, else scikit-learn
     digits), ``"fashion-mnist"``, ``"digits"``, ``"image-folder"``, ``"manifest"`` or ``"vectors"``.
     ``train_classes``: the classes trained on; the others are held out for class-disjoint
     validation (None: the dataset's standard split). ``p`` × ``k``: classes × items per batch.
@@ -138,6 +139,9 @@ class TrainConfig:
     early_stopping_metric: str = "map_at_r"
     checkpoint_every_steps: int = 50
     run_dir: str | None = None
+    # A run directory that already holds a run is refused unless this is set (the old run's
+    # files are then removed first) or the run is resumed.
+    overwrite: bool = False
     quiet: bool = False
     tensorboard: bool = True
     report: bool = True
