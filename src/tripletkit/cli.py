@@ -193,6 +193,11 @@ def _run_train(args: argparse.Namespace) -> int:
         tree = json.loads(saved.read_text())
         overrides.update({f"{s}.{k}": v for s, section in tree.items() for k, v in section.items()})
     config = _config_from_arguments(args, overrides)
+    # The run directory's config.json must find the data from anywhere (report, resume).
+    for key in ("path", "val_path"):
+        value = getattr(config.data, key)
+        if value is not None and Path(value).exists():
+            setattr(config.data, key, str(Path(value).resolve()))
     outcome = train(config, run_dir=run_dir, resume=bool(args.resume))
     if not outcome.is_main:  # another rank of a torchrun job: rank 0 prints
         return 0
@@ -267,6 +272,11 @@ def _add_embed_arguments(parser: argparse.ArgumentParser) -> None:
 def _run_embed(args: argparse.Namespace) -> int:
     from tripletkit.index.vectors_file import write_vectors
     from tripletkit.inference import embed_dataset, load_run, open_dataset
+
+    if not args.out.endswith(".parquet"):
+        raise UsageError(
+            f"--out {args.out!r}: embed writes a Parquet vectors file; name it .parquet"
+        )
 
     run = load_run(args.model)
     dataset, sources = open_dataset(args.data, run)

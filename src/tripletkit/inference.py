@@ -158,6 +158,11 @@ def open_dataset(spec: str, run: LoadedRun) -> tuple[torch.utils.data.Dataset, l
         dataset = load_features(path)
         return dataset, [f"{path.name}[{i}]" for i in range(len(dataset))]
     image = run.kind == "image"
+    if run.kind == "vector":
+        raise ValueError(
+            f"--data {spec!r} is a manifest of images or texts, but the model of "
+            f"{str(run.directory)!r} takes feature vectors (a .npy or Parquet features file)"
+        )
     # Labels are optional here: a corpus to embed or a hubness bank needs none (evaluation,
     # which does, says so when they are missing).
     dataset = manifest_dataset(
@@ -167,6 +172,12 @@ def open_dataset(spec: str, run: LoadedRun) -> tuple[torch.utils.data.Dataset, l
         mode=run.image_mode if image else "RGB",
         require_labels=False,
     )
+    holds = "texts" if getattr(dataset, "texts", None) is not None else "images"
+    if holds != f"{run.kind}s":
+        raise ValueError(
+            f"--data {spec!r} holds {holds}, but the model of {str(run.directory)!r} takes "
+            f"{run.kind}s"
+        )
     sources = getattr(dataset, "texts", None) or getattr(dataset, "paths", None)
     return dataset, [str(s) for s in sources] if sources is not None else [
         str(i) for i in range(len(dataset))

@@ -231,3 +231,26 @@ def test_a_model_that_does_not_take_the_data_is_one_clear_line(image_folder, tmp
     config = resolve_config(overrides={"model.name": "small_cnn"})
     with pytest.raises(ValueError, match=r"model.name 'small_cnn' .* the data holds vectors"):
         _build_model(config, "vector", None, 3)
+
+
+def test_embed_refuses_data_the_model_does_not_take_and_config_paths_are_absolute(
+    image_folder, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.chdir(image_folder.parent)
+    run_dir = tmp_path / "run"
+    args = ["train", "--data-path", image_folder.name, "--epochs", "1", "--p", "2", "--k", "3"]
+    args += ["--run-dir", str(run_dir), "--quiet", "--set", "data.image_size=12"]
+    args += ["--set", "train.report=false"]
+    assert cli_main(args) == 0
+    # Given relative, saved absolute: the run's files find the data from any directory.
+    saved = json.loads((run_dir / "config.json").read_text())["data"]["path"]
+    assert saved == str(image_folder.resolve())
+    texts = tmp_path / "texts.csv"
+    texts.write_text("text,label\na boot,shoe\na sandal,shoe\n")
+    embed = ["embed", "--model", str(run_dir), "--quiet"]
+    assert cli_main([*embed, "--data", str(texts), "--out", str(tmp_path / "t.parquet")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds texts" in err[0] and "takes images" in err[0]
+    assert cli_main([*embed, "--data", str(image_folder), "--out", str(tmp_path / "v.csv")]) == 2
+    assert "name it .parquet" in capsys.readouterr().err
+    assert not (tmp_path / "v.csv").exists()
