@@ -28,6 +28,7 @@ import torch
 from tripletkit.data import (
     ImageArrayDataset,
     ImageFolderDataset,
+    UnlabelledDataset,
     collate_items,
     encode_labels,
     load_features,
@@ -154,7 +155,17 @@ def open_dataset(spec: str, run: LoadedRun) -> tuple[torch.utils.data.Dataset, l
         return dataset, [str(p) for p in getattr(dataset, "paths", [])] or [
             str(i) for i in range(len(dataset))
         ]
-    if path.suffix in (".npy",) or (path.suffix == ".parquet" and run.kind == "vector"):
+    if path.suffix == ".npy" and run.kind != "vector":
+        raise ValueError(
+            f"--data {spec!r} holds feature vectors, but the model of {str(run.directory)!r} "
+            f"takes {run.kind}s"
+        )
+    if path.suffix == ".npy":
+        # Features only: embeddable, unlabelled (evaluation says it needs labels).
+        features = np.load(path, allow_pickle=False)
+        dataset = UnlabelledDataset(load_features(path, np.zeros(len(features), dtype=np.int64)))
+        return dataset, [f"{path.name}[{i}]" for i in range(len(dataset))]
+    if path.suffix == ".parquet" and run.kind == "vector":
         dataset = load_features(path)
         return dataset, [f"{path.name}[{i}]" for i in range(len(dataset))]
     image = run.kind == "image"

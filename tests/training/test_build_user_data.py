@@ -254,3 +254,22 @@ def test_embed_refuses_data_the_model_does_not_take_and_config_paths_are_absolut
     assert cli_main([*embed, "--data", str(image_folder), "--out", str(tmp_path / "v.csv")]) == 2
     assert "name it .parquet" in capsys.readouterr().err
     assert not (tmp_path / "v.csv").exists()
+
+
+def test_npy_features_train_with_a_labels_file_and_embed_without(tmp_path):
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(6, 16))
+    labels = np.repeat(np.arange(6), 8)
+    features = (centres[labels] + 0.3 * rng.normal(size=(48, 16))).astype(np.float32)
+    np.save(tmp_path / "x.npy", features)
+    np.save(tmp_path / "y.npy", labels)
+    run_dir = tmp_path / "run"
+    args = ["train", "--data-path", str(tmp_path / "x.npy"), "--epochs", "1", "--p", "2"]
+    args += ["--k", "3", "--run-dir", str(run_dir), "--quiet", "--set", "train.report=false"]
+    assert cli_main(args) == 2  # features alone: which labels? one clear line
+    assert cli_main([*args, "--set", f"data.labels_path={tmp_path / 'y.npy'}"]) == 0
+    out = tmp_path / "e.parquet"
+    embed = ["embed", "--model", str(run_dir), "--data", str(tmp_path / "x.npy"), "--quiet"]
+    assert cli_main([*embed, "--out", str(out)]) == 0
+    written = read_vectors(out)
+    assert written.vectors.shape[0] == 48 and written.labels == [None] * 48

@@ -345,7 +345,10 @@ def load_features(
     if suffix == ".npy":
         features = np.load(path, allow_pickle=False)
         if labels is None:
-            raise ValueError(f"{path} holds only features; pass labels (a .npy file or a sequence)")
+            raise ValueError(
+                f"{path} holds only features; pass labels (a .npy file or a sequence; in a "
+                "training config: data.labels_path / data.val_labels_path)"
+            )
         if isinstance(labels, (str, os.PathLike)):
             label_path = Path(labels)
             if not label_path.is_file():

@@ -278,7 +278,7 @@ def build_run(config: RunConfig) -> BuiltRun:
             raise ValueError(f"data.dataset {name!r} needs data.path (the training data)")
         test = None
         if name == "vectors":
-            full = load_features(config.data.path)
+            full = load_features(config.data.path, config.data.labels_path)
             model = _build_model(config, "vector", None, int(full.features.shape[1]))
             kind = "vector"
         else:
@@ -316,7 +316,7 @@ def build_run(config: RunConfig) -> BuiltRun:
         labels = np.asarray(full.labels)
         if config.data.val_path is not None:
             if name == "vectors":
-                validation = load_features(config.data.val_path)
+                validation = load_features(config.data.val_path, config.data.val_labels_path)
             elif kind == "image":
                 # Prepared as the evaluation side of the training data (no augmentation).
                 validation = build(

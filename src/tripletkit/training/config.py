@@ -59,6 +59,9 @@ class DataConfig:
     dataset: str = "auto"
     path: str | None = None
     val_path: str | None = None
+    # Labels of ``.npy`` features (a ``.npy`` of N labels); Parquet features carry a label column.
+    labels_path: str | None = None
+    val_labels_path: str | None = None
     train_classes: list[int] | None = None
     p: int = 5
     k: int = 32
