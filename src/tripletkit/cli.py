@@ -271,7 +271,7 @@ def _add_embed_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _run_embed(args: argparse.Namespace) -> int:
     from tripletkit.index.vectors_file import write_vectors
-    from tripletkit.inference import embed_dataset, load_run, open_dataset
+    from tripletkit.inference import embed_dataset, label_values, load_run, open_dataset
 
     if not args.out.endswith(".parquet"):
         raise UsageError(
@@ -281,7 +281,10 @@ def _run_embed(args: argparse.Namespace) -> int:
     run = load_run(args.model)
     dataset, sources = open_dataset(args.data, run)
     embedded = embed_dataset(run, dataset, sources, args.batch_size, progress=not args.quiet)
-    write_vectors(args.out, embedded.embeddings.numpy(), embedded.labels, embedded.sources)
+    classes = None if embedded.labels is None else label_values(dataset, embedded.labels)
+    write_vectors(
+        args.out, embedded.embeddings.numpy(), embedded.labels, embedded.sources, classes=classes
+    )
     print(
         f"wrote {embedded.embeddings.shape[0]} embeddings of dimension {embedded.embeddings.shape[1]} to {args.out}"
     )
@@ -467,11 +470,18 @@ def _run_index_build(args: argparse.Namespace) -> int:
 
     vectors = read_vectors(args.vectors)
     labels = vectors.labels if any(v is not None for v in vectors.labels) else None
+    # Class names ride along as each item's extra metadata, shown by index search.
+    extras = (
+        [None if c is None else {"class": c} for c in vectors.classes]
+        if any(c is not None for c in vectors.classes)
+        else None
+    )
     index = VectorIndex.build(
         vectors.vectors,
         ids=vectors.ids,
         labels=labels,
         sources=vectors.sources,
+        extras=extras,
         kind=args.kind,
         metric=args.metric,
     )
@@ -513,10 +523,20 @@ def _run_index_search(args: argparse.Namespace) -> int:
             if item < 0:  # -k beyond the items in the index: no more hits
                 break
             label = getattr(record, "label", None) if record is not None else None
+            extra = getattr(record, "extra", None) if record is not None else None
+            # The class name where the vectors file has one (label ids are numbered per file).
+            name_of_class = extra.get("class") if isinstance(extra, dict) else None
             source = getattr(record, "source", None) if record is not None else None
             shown = 0.0 if abs(dist) < 5e-5 else dist  # no "-0.0000" for an exact match
-            print(f"  {rank:>3}. id {item:<8} distance {shown:.4f}  label {label}  {source or ''}")
-            hits.append({"id": item, "distance": dist, "label": label, "source": source})
+            shown_label = label if name_of_class is None else name_of_class
+            print(
+                f"  {rank:>3}. id {item:<8} distance {shown:.4f}  label {shown_label}  "
+                f"{source or ''}"
+            )
+            hit = {"id": item, "distance": dist, "label": label, "source": source}
+            if name_of_class is not None:
+                hit["class"] = name_of_class
+            hits.append(hit)
         payload.append({"query": name, "hits": hits})
     _write_json(args.out, {"index": args.index, "results": payload})
     return 0

@@ -273,3 +273,35 @@ def test_npy_features_train_with_a_labels_file_and_embed_without(tmp_path):
     assert cli_main([*embed, "--out", str(out)]) == 0
     written = read_vectors(out)
     assert written.vectors.shape[0] == 48 and written.labels == [None] * 48
+
+
+def test_vectors_files_and_index_search_carry_class_names(image_folder, tmp_path, capsys):
+    """Label ids are numbered per file (red is 3 of 4 classes here, 1 of 2 there); the class
+    column keeps the names, and index search shows them."""
+    run_dir = tmp_path / "run"
+    overrides = {**QUICK, "data.dataset": "image-folder", "data.path": str(image_folder)}
+    overrides |= {"data.image_size": 12, "train.epochs": 1}
+    train(resolve_config(overrides=overrides), run_dir=run_dir)
+    chosen = [p for p in sorted(image_folder.rglob("*.png")) if p.parent.name in ("grey", "red")]
+    manifest = tmp_path / "two.csv"  # beside the folder: a file inside is not an image
+    manifest.write_text(
+        "path,label\n" + "".join(f"{p.relative_to(tmp_path)},{p.parent.name}\n" for p in chosen)
+    )
+    everything, two = tmp_path / "all.parquet", tmp_path / "two.parquet"
+    for data, out in ((image_folder, everything), (manifest, two)):
+        args = ["embed", "--model", str(run_dir), "--data", str(data), "--quiet"]
+        assert cli_main([*args, "--out", str(out)]) == 0
+    whole, part = read_vectors(everything), read_vectors(two)
+    assert whole.classes == [c for c in ("blue", "green", "grey", "red") for _ in range(5)]
+    assert part.classes == ["grey"] * 5 + ["red"] * 5 and part.labels == [0] * 5 + [1] * 5
+    index_dir = tmp_path / "index"
+    assert cli_main(["index", "build", "--vectors", str(everything), "--out", str(index_dir)]) == 0
+    out = tmp_path / "hits.json"
+    search = ["index", "search", "--index", str(index_dir), "--vectors", str(two), "-k", "1"]
+    capsys.readouterr()
+    assert cli_main([*search, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    results = json.loads(out.read_text())["results"]
+    # Each query is in the index at distance 0: its own image, with its class name.
+    assert [r["hits"][0]["class"] for r in results] == part.classes
+    assert "label red" in printed and "label grey" in printed

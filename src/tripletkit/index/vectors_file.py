@@ -19,8 +19,18 @@ __all__ = ["VectorsFile", "read_vectors", "write_vectors"]
 class VectorsFile:
     """The content of a vectors file."""
 
-    def __init__(self, ids: np.ndarray, vectors: np.ndarray, labels: list[Any], sources: list[str]):
+    def __init__(
+        self,
+        ids: np.ndarray,
+        vectors: np.ndarray,
+        labels: list[Any],
+        sources: list[str],
+        classes: list[str | None] | None = None,
+    ):
         self.ids, self.vectors, self.labels, self.sources = ids, vectors, labels, sources
+        #: Each row's class name (the label as the data gave it; ``labels`` are ids numbered
+        #: per file), or None throughout for a file without them.
+        self.classes = classes if classes is not None else [None] * len(labels)
 
 
 def write_vectors(
@@ -29,8 +39,12 @@ def write_vectors(
     labels: Any = None,
     sources: list[str] | None = None,
     ids: Any = None,
+    classes: list[Any] | None = None,
 ) -> Path:
     """Write ``(N, D)`` vectors with optional labels/sources/ids to a Parquet file, atomically.
+
+    ``classes``: each row's class name (a ``class`` column, as strings), so that files whose label
+    ids were numbered separately can still be read and compared by class.
 
     >>> import tempfile
     >>> path = write_vectors(Path(tempfile.mkdtemp()) / "v.parquet", np.eye(2), [0, 1], ["a", "b"])
@@ -56,6 +70,12 @@ def write_vectors(
         ),
         "embedding": pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim),
     }
+    if classes is not None:
+        if len(classes) != n:
+            raise ValueError(f"classes has {len(classes)} entries for {n} vectors")
+        columns["class"] = pa.array(
+            [None if c is None else str(c) for c in classes], type=pa.string()
+        )
     table = pa.table(columns)
     path = Path(path)
     write_atomic(path, lambda temporary: pq.write_table(table, temporary))
@@ -87,4 +107,5 @@ def read_vectors(path: str | Path) -> VectorsFile:
     )
     labels = table.column("label").to_pylist() if "label" in table.column_names else [None] * n
     sources = table.column("source").to_pylist() if "source" in table.column_names else [None] * n
-    return VectorsFile(ids, vectors, labels, sources)
+    classes = table.column("class").to_pylist() if "class" in table.column_names else None
+    return VectorsFile(ids, vectors, labels, sources, classes)
