@@ -312,53 +312,39 @@ def manifest_dataset(
             f"manifest {table.path} has {problem} (found: {found}); expected exactly one of them, "
             f"plus a '{label_column}' column"
         )
-    if not require_labels and label_column not in table.columns:
-        placeholder = [0] * table.num_rows
-        if has_text:
-            texts = table.require_values("text", "a text")
-            return UnlabelledDataset(TextDataset(texts, placeholder, require_positives=False))
-        paths = _resolve_column(
-            table, "path", Path(root) if root is not None else table.path.parent, allow_outside_root
-        )
-        return UnlabelledDataset(
-            ImageFileDataset(
-                paths,
-                placeholder,
-                transform,
-                mode=mode,
-                check=check,
-                strict=strict,
-                seed=seed,
-                source=f"manifest {table.path}",
-                require_positives=False,
-            )
-        )
-    table.require([label_column], f"a '{label_column}' column (the class of each item)")
-    labels = table.require_labels(label_column)
+    unlabelled = not require_labels and label_column not in table.columns
+    if unlabelled:
+        labels: list[Any] = [0] * table.num_rows  # placeholders, hidden by UnlabelledDataset
+        require_positives = False
+    else:
+        table.require([label_column], f"a '{label_column}' column (the class of each item)")
+        labels = table.require_labels(label_column)
+    dataset: ImageFileDataset | TextDataset
     if has_text:
         texts = table.require_values("text", "a text")
         dataset = TextDataset(texts, labels, require_positives=False)
         if require_positives:
             require_positive_pair(dataset.labels, f"manifest {table.path}", f"'{label_column}'")
-        return dataset
-    root = Path(root) if root is not None else table.path.parent
-    if require_positives:
-        # Checked before the files are opened, so the message names the manifest and column.
-        require_positive_pair(
-            encode_labels(labels).ids, f"manifest {table.path}", f"'{label_column}'"
+    else:
+        if require_positives:
+            # Checked before the files are opened, so the message names the manifest and column.
+            require_positive_pair(
+                encode_labels(labels).ids, f"manifest {table.path}", f"'{label_column}'"
+            )
+        root = Path(root) if root is not None else table.path.parent
+        paths = _resolve_column(table, "path", root, allow_outside_root)
+        dataset = ImageFileDataset(
+            paths,
+            labels,
+            transform,
+            mode=mode,
+            check=check,
+            strict=strict,
+            seed=seed,
+            source=f"manifest {table.path}",
+            require_positives=require_positives,
         )
-    paths = _resolve_column(table, "path", root, allow_outside_root)
-    return ImageFileDataset(
-        paths,
-        labels,
-        transform,
-        mode=mode,
-        check=check,
-        strict=strict,
-        seed=seed,
-        source=f"manifest {table.path}",
-        require_positives=require_positives,
-    )
+    return UnlabelledDataset(dataset) if unlabelled else dataset
 
 
 class UnlabelledDataset(torch.utils.data.Dataset):
