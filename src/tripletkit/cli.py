@@ -193,11 +193,6 @@ def _run_train(args: argparse.Namespace) -> int:
         tree = json.loads(saved.read_text())
         overrides.update({f"{s}.{k}": v for s, section in tree.items() for k, v in section.items()})
     config = _config_from_arguments(args, overrides)
-    # The run directory's config.json must find the data from anywhere (report, resume).
-    for key in ("path", "val_path"):
-        value = getattr(config.data, key)
-        if value is not None and Path(value).exists():
-            setattr(config.data, key, str(Path(value).resolve()))
     outcome = train(config, run_dir=run_dir, resume=bool(args.resume))
     if not outcome.is_main:  # another rank of a torchrun job: rank 0 prints
         return 0
@@ -347,6 +342,11 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         query_labels, gallery_labels = shared_label_ids(
             query_set, queries.labels, dataset, embedded.labels
         )
+        if not np.isin(query_labels, gallery_labels).any():
+            raise UsageError(
+                f"no label of --query-data {args.query_data!r} appears in --data {args.data!r}: "
+                "nothing could be retrieved (labels are matched by their values)"
+            )
         if args.protocol == "reid":
             query_cameras = getattr(query_set, "cameras", None)
             gallery_cameras = getattr(dataset, "cameras", None)
@@ -736,6 +736,16 @@ def _run_tune_margin(args: argparse.Namespace) -> int:
     except ValueError as err:
         raise UsageError(str(err)) from err
     out = Path(args.out or Path("runs") / time.strftime("margin-%Y%m%d-%H%M%S"))
+    if args.train_best:
+        from tripletkit.training.build import run_dir_traces
+
+        if traces := run_dir_traces(out):
+            # Said before the trials, not after them.
+            raise UsageError(
+                f"--train-best would train into {str(out)!r}, which already holds a run "
+                f"({', '.join(traces)}); give a new --out, or continue that run with "
+                f"tripletkit train --resume {out}"
+            )
     suggestion = _suggest(args, config)
     print(suggestion.summary())
     if margins is None:

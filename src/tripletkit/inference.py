@@ -211,13 +211,14 @@ def embed_dataset(
     return Embedded(embeddings, None if labels is None else np.asarray(labels), sources)
 
 
-def label_values(dataset: Any, labels: np.ndarray) -> list[Any]:
-    """The original label of each item (``dataset.classes[id]``): label ids are numbered per
-    dataset (sorted class names), so two datasets' ids only compare through their values."""
+def label_values(dataset: Any, labels: np.ndarray) -> list[str]:
+    """The original label of each item (``dataset.classes[id]``) as a string: label ids are
+    numbered per dataset (sorted class names), so two datasets' ids only compare through their
+    values, and as strings, since a folder's class ``"1"`` is a CSV's label ``1``."""
     classes = getattr(dataset, "classes", None)
     if classes is None:
-        return labels.tolist()
-    return [classes[i] for i in labels.tolist()]
+        return [str(i) for i in labels.tolist()]
+    return [str(classes[i]) for i in labels.tolist()]
 
 
 def shared_label_ids(

@@ -305,3 +305,57 @@ def test_vectors_files_and_index_search_carry_class_names(image_folder, tmp_path
     # Each query is in the index at distance 0: its own image, with its class name.
     assert [r["hits"][0]["class"] for r in results] == part.classes
     assert "label red" in printed and "label grey" in printed
+
+
+def test_labels_of_two_datasets_compare_by_value_as_text():
+    """A folder's class "1" is a CSV's label 1; each side numbers its classes from 0."""
+    from types import SimpleNamespace
+
+    from tripletkit.inference import shared_label_ids
+
+    from_csv = SimpleNamespace(classes=[1, 2])
+    from_folder = SimpleNamespace(classes=["0", "1", "2"])
+    q, g = shared_label_ids(from_csv, np.array([0, 0, 1]), from_folder, np.array([0, 1, 2]))
+    assert q.tolist() == [g[1], g[1], g[2]] and len(set(g.tolist())) == 3
+    bundled = SimpleNamespace(classes=None)  # ids are the labels themselves
+    q, g = shared_label_ids(bundled, np.array([3, 4]), from_folder, np.array([0]))
+    assert q[0] != g[0] and q[0] != q[1]
+
+
+def test_six_classes_with_the_default_batch_of_five_still_train(tmp_path):
+    """The second held-out class is taken only where the rest still fills a P-class batch."""
+    from tripletkit.training.build import build_run
+
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "x.npy", rng.normal(size=(36, 4)).astype(np.float32))
+    np.save(tmp_path / "y.npy", np.repeat(np.arange(6), 6))
+    overrides = {"data.path": str(tmp_path / "x.npy"), "data.labels_path": str(tmp_path / "y.npy")}
+    with pytest.warns(UserWarning, match="the validation set holds 1 class"):
+        built = build_run(resolve_config(overrides={**overrides, "data.p": 5}))
+    assert built.data.summary["num_train_classes"] == 5
+    built = build_run(resolve_config(overrides={**overrides, "data.p": 4}))
+    assert built.data.summary["num_train_classes"] == 4
+
+
+def test_a_run_with_relative_data_paths_resumes_and_saves_them_absolute(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "x.npy", rng.normal(size=(48, 4)).astype(np.float32))
+    np.save(tmp_path / "y.npy", np.repeat(np.arange(6), 8))
+    overrides = {**QUICK, "data.path": "x.npy", "data.labels_path": "y.npy", "data.p": 2}
+    train(resolve_config(overrides=overrides), run_dir=tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())["data"]
+    assert saved["path"] == str(tmp_path / "x.npy")
+    assert saved["labels_path"] == str(tmp_path / "y.npy")
+    monkeypatch.chdir(tmp_path.parent)
+    assert cli_main(["train", "--resume", str(tmp_path / "run")]) == 0
+
+
+def test_tune_margin_train_best_refuses_a_used_out_before_the_trials(tmp_path, capsys):
+    out = tmp_path / "tuned"
+    (out / "checkpoints").mkdir(parents=True)
+    args = ["tune-margin", "--data", "digits", "--margins", "0.1,0.2", "--train-best"]
+    assert cli_main([*args, "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a run (checkpoints)" in err
+    assert not (out / "trials").exists() and list(out.iterdir()) == [out / "checkpoints"]

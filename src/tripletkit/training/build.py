@@ -333,10 +333,12 @@ def build_run(config: RunConfig) -> BuiltRun:
                 train_classes = config.data.train_classes
             else:
                 rng = np.random.default_rng(seed)
-                # A fifth of the classes, but at least 2 where 2 are left to train on: one
-                # validation class makes every retrieval metric 1.0 whatever the model.
+                # A fifth of the classes, but at least 2: one validation class makes every
+                # retrieval metric 1.0 whatever the model.
                 count = present.shape[0]
-                held = max(1, round(0.2 * count), 2 if count >= 4 else 1)
+                # (Only where the rest still fills a batch of data.p classes.)
+                second = 2 if count - 2 >= max(2, config.data.p) else 1
+                held = max(1, round(0.2 * count), second)
                 train_classes = sorted(
                     set(present.tolist()) - set(rng.choice(present, held, replace=False).tolist())
                 )
@@ -356,7 +358,8 @@ def build_run(config: RunConfig) -> BuiltRun:
             warnings.warn(
                 f"the validation set holds {validation_classes} class: its P@1, R-precision and "
                 "MAP@R are 1.0 whatever the model, so early stopping and tune-margin cannot tell "
-                "runs apart; give data.val_path with more classes, or data with 4 or more",
+                "runs apart; give data.val_path with more classes, or data with data.p + 2 "
+                "classes or more (or a smaller data.p)",
                 stacklevel=2,
             )
     num_classes = int(np.unique(np.asarray(train.labels)).shape[0])
@@ -435,11 +438,16 @@ RUN_FILES = (
 )
 
 
+def run_dir_traces(run_dir: str | Path) -> list[str]:
+    """What in ``run_dir`` shows a run was trained there (a ``config.json`` alone may be
+    tune-margin's best configuration, waiting to be trained there)."""
+    return [n for n in ("metrics.jsonl", "checkpoints", "model") if (Path(run_dir) / n).exists()]
+
+
 def _claim_run_dir(run_dir: Path, overwrite: bool) -> None:
     """Refuse to start a new run over a previous one: a run that fails part-way would leave a
     mix of both (its config, the old model). With ``overwrite``, the old run's files go first."""
-    # A run's traces (a config.json alone may be tune-margin's best config, to train here).
-    traces = [n for n in ("metrics.jsonl", "checkpoints", "model") if (run_dir / n).exists()]
+    traces = run_dir_traces(run_dir)
     if not traces:
         return
     if not overwrite:
@@ -466,8 +474,14 @@ def train(config: RunConfig, run_dir: str | Path | None = None, resume: bool = F
     from tripletkit.evaluation import retrieval_metrics
 
     run_dir = Path(run_dir or config.train.run_dir or default_run_dir())
-    if not resume and int(os.environ.get("RANK", "0")) == 0:
-        _claim_run_dir(run_dir, config.train.overwrite)
+    if not resume:
+        if int(os.environ.get("RANK", "0")) == 0:
+            _claim_run_dir(run_dir, config.train.overwrite)
+        # The run directory's config.json must find the data from anywhere (report, resume).
+        for key in ("path", "val_path", "labels_path", "val_labels_path"):
+            value = getattr(config.data, key)
+            if value is not None and Path(value).exists():
+                setattr(config.data, key, str(Path(value).resolve()))
     # Seed before building: the model's initial weights are part of what the seed fixes.
     seed_everything(config.train.seed)
     built = build_run(config)
