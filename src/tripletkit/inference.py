@@ -28,7 +28,6 @@ import torch
 from tripletkit.data import (
     ImageArrayDataset,
     ImageFolderDataset,
-    UnlabelledDataset,
     collate_items,
     encode_labels,
     load_features,
@@ -160,13 +159,9 @@ def open_dataset(spec: str, run: LoadedRun) -> tuple[torch.utils.data.Dataset, l
             f"--data {spec!r} holds feature vectors, but the model of {str(run.directory)!r} "
             f"takes {run.kind}s"
         )
-    if path.suffix == ".npy":
-        # Features only: embeddable, unlabelled (evaluation says it needs labels).
-        features = np.load(path, allow_pickle=False)
-        dataset = UnlabelledDataset(load_features(path, np.zeros(len(features), dtype=np.int64)))
-        return dataset, [f"{path.name}[{i}]" for i in range(len(dataset))]
-    if path.suffix == ".parquet" and run.kind == "vector":
-        dataset = load_features(path)
+    if path.suffix == ".npy" or (path.suffix == ".parquet" and run.kind == "vector"):
+        # Labels optional: features to embed need none (evaluation says when it needs them).
+        dataset = load_features(path, require_labels=False)
         return dataset, [f"{path.name}[{i}]" for i in range(len(dataset))]
     image = run.kind == "image"
     if run.kind == "vector":

@@ -163,6 +163,27 @@ def test_load_features_parquet(tmp_path: Path):
         load_features(tmp_path / "missing.parquet")
 
 
+def test_load_features_without_labels_when_they_are_optional(tmp_path: Path):
+    pa = pytest.importorskip("pyarrow", reason="Parquet needs pyarrow (tripletkit[data])")
+    import pyarrow.parquet as pq
+
+    features = np.arange(12, dtype=np.float32).reshape(4, 3)
+    np.save(tmp_path / "x.npy", features)
+    pq.write_table(pa.table({"embedding": features.tolist()}), tmp_path / "x.parquet")
+    for name in ("x.npy", "x.parquet"):
+        with pytest.raises(ValueError, match="label"):
+            load_features(tmp_path / name)  # required unless said otherwise
+        dataset = load_features(tmp_path / name, require_labels=False)
+        assert dataset.labels is None and dataset.classes is None and len(dataset) == 4
+        np.testing.assert_array_equal(dataset.features.numpy(), features)
+        x, _ = next(iter(torch.utils.data.DataLoader(dataset, batch_size=4)))
+        np.testing.assert_array_equal(x.numpy(), features)
+    # With labels present, require_labels=False still reads them.
+    np.save(tmp_path / "y.npy", np.array([1, 1, 2, 2]))
+    labelled = load_features(tmp_path / "x.npy", tmp_path / "y.npy", require_labels=False)
+    assert labelled.labels.tolist() == [0, 0, 1, 1]
+
+
 @pytest.mark.parametrize("seeded", [False, True])
 @pytest.mark.parametrize("augment", [False, True])
 def test_collate_items_gives_what_default_collation_of_the_items_gives(seeded, augment):

@@ -359,3 +359,26 @@ def test_tune_margin_train_best_refuses_a_used_out_before_the_trials(tmp_path, c
     err = capsys.readouterr().err
     assert "already holds a run (checkpoints)" in err
     assert not (out / "trials").exists() and list(out.iterdir()) == [out / "checkpoints"]
+
+
+def test_an_image_folder_with_a_validation_manifest(image_folder, tmp_path):
+    """Training data and validation data may be laid out differently (folder / manifest)."""
+    val = tmp_path / "val"
+    for name, colour in (("cyan", (30, 200, 200)), ("pink", (230, 120, 160))):
+        (val / name).mkdir(parents=True)
+        for i in range(3):
+            _image(val / name / f"{i}.png", colour, 100 + i)
+    manifest = tmp_path / "val.csv"
+    manifest.write_text(
+        "path,label\n"
+        + "".join(
+            f"{p.relative_to(tmp_path)},{p.parent.name}\n" for p in sorted(val.rglob("*.png"))
+        )
+    )
+    run_dir = tmp_path / "run"
+    overrides = {**QUICK, "data.path": str(image_folder), "data.val_path": str(manifest)}
+    overrides |= {"data.image_size": 12, "train.epochs": 1}
+    train(resolve_config(overrides=overrides), run_dir=run_dir)
+    epochs = _epoch_records(run_dir)
+    assert len(epochs) == 2 and all("map_at_r" in e for e in epochs)
+    assert (run_dir / "calibration.json").is_file()  # 2 validation classes: pairs of both kinds

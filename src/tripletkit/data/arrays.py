@@ -13,7 +13,7 @@ import contextlib
 import os
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from tripletkit.data.transforms import (
     draws_randomness,
     supports_batches,
 )
+
+if TYPE_CHECKING:
+    from tripletkit.data.manifests import UnlabelledDataset
 
 __all__ = [
     "FeatureDataset",
@@ -316,13 +319,20 @@ class FeatureDataset(_SeededItems):
         return ItemBatch(rows, self._labels_tensor[index])
 
 
+def _unlabelled(dataset: FeatureDataset) -> UnlabelledDataset:
+    from tripletkit.data.manifests import UnlabelledDataset
+
+    return UnlabelledDataset(dataset)
+
+
 def load_features(
     path: str | os.PathLike[str],
     labels: str | os.PathLike[str] | Sequence[Any] | np.ndarray | None = None,
     *,
     label_column: str = "label",
     feature_columns: Sequence[str] | None = None,
-) -> FeatureDataset:
+    require_labels: bool = True,
+) -> FeatureDataset | UnlabelledDataset:
     """Feature vectors from a ``.npy`` file (labels beside it) or a Parquet table.
 
     * ``.npy``: an ``(N, D)`` array; ``labels`` is a ``.npy`` file of ``N`` labels or the labels
@@ -330,6 +340,10 @@ def load_features(
     * ``.parquet``: ``label_column`` holds the labels; the features are ``feature_columns``, or
       else every other column, each either a number or a list of numbers (one vector column, as
       written by ``pyarrow`` / pandas from arrays).
+
+    With ``require_labels=False``, features without labels (a ``.npy`` and no ``labels``, a
+    table without ``label_column``) come back as an
+    :class:`~tripletkit.data.manifests.UnlabelledDataset` (to embed or index) instead of an error.
 
     >>> import tempfile
     >>> folder = Path(tempfile.mkdtemp())
@@ -344,6 +358,8 @@ def load_features(
     suffix = path.suffix.lower()
     if suffix == ".npy":
         features = np.load(path, allow_pickle=False)
+        if labels is None and not require_labels:
+            return _unlabelled(FeatureDataset(features, np.zeros(len(features)), source=str(path)))
         if labels is None:
             raise ValueError(
                 f"{path} holds only features; pass labels (a .npy file or a sequence; in a "
@@ -359,7 +375,11 @@ def load_features(
         from tripletkit.data.manifests import read_manifest
 
         table = read_manifest(path)
-        table.require([label_column], f"a '{label_column}' column of labels and feature columns")
+        labelled = require_labels or label_column in table.columns
+        if labelled:
+            table.require(
+                [label_column], f"a '{label_column}' column of labels and feature columns"
+            )
         names = (
             list(feature_columns)
             if feature_columns is not None
@@ -378,7 +398,10 @@ def load_features(
                 f"{path}: feature columns {names} must hold numbers or equal-length lists of "
                 f"numbers ({error})"
             ) from error
+        features = np.concatenate(parts, axis=1)
+        if not labelled:
+            return _unlabelled(FeatureDataset(features, np.zeros(len(features)), source=str(path)))
         label_values = table.columns[label_column]
         table.require_labels(label_column)
-        return FeatureDataset(np.concatenate(parts, axis=1), label_values, source=str(path))
+        return FeatureDataset(features, label_values, source=str(path))
     raise ValueError(f"feature file {path} has suffix {suffix!r}; expected .npy or .parquet")

@@ -297,7 +297,8 @@ def build_run(config: RunConfig) -> BuiltRun:
                 config.data.image_size = size
 
                 def build(path: Any, tf: Any) -> Any:
-                    if name == "image-folder":
+                    # By what the path is: a validation manifest may go with a training folder.
+                    if Path(path).is_dir():
                         return ImageFolderDataset(path, tf, strict=config.data.strict, seed=seed)
                     return manifest_dataset(
                         path,
