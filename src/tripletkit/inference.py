@@ -133,6 +133,15 @@ def _bundled(name: str, split: str | None, run: LoadedRun):
     return dataset, [f"fashion-mnist:{split}[{i}]" for i in index.tolist()]
 
 
+def _refuse_unless(run: LoadedRun, spec: str, holds: str) -> None:
+    """One clear error when ``--data`` holds what the run's model does not take."""
+    if holds != f"{run.kind}s":
+        raise ValueError(
+            f"--data {spec!r} holds {holds}, but the model of {str(run.directory)!r} takes "
+            f"{run.kind}s"
+        )
+
+
 def open_dataset(spec: str, run: LoadedRun) -> tuple[torch.utils.data.Dataset, list[str]]:
     """The dataset named by ``spec`` (see the module docstring), prepared for ``run``'s model,
     and a source string per item (file path, text or bundled index)."""
@@ -145,30 +154,20 @@ def open_dataset(spec: str, run: LoadedRun) -> tuple[torch.utils.data.Dataset, l
             f"--data {spec!r}: no such file or folder (or use fashion-mnist[:split] / digits)"
         )
     if path.is_dir():
-        if run.kind != "image":
-            raise ValueError(
-                f"--data {spec!r} is a folder of images, but the model of {str(run.directory)!r} "
-                f"takes {run.kind}s"
-            )
+        _refuse_unless(run, spec, "images")
         dataset = ImageFolderDataset(path, run.image_transform(), mode=run.image_mode)
         return dataset, [str(p) for p in getattr(dataset, "paths", [])] or [
             str(i) for i in range(len(dataset))
         ]
-    if path.suffix == ".npy" and run.kind != "vector":
-        raise ValueError(
-            f"--data {spec!r} holds feature vectors, but the model of {str(run.directory)!r} "
-            f"takes {run.kind}s"
-        )
+    if path.suffix == ".npy":
+        _refuse_unless(run, spec, "vectors")
     if path.suffix == ".npy" or (path.suffix == ".parquet" and run.kind == "vector"):
         # Labels optional: features to embed need none (evaluation says when it needs them).
         dataset = load_features(path, require_labels=False)
         return dataset, [f"{path.name}[{i}]" for i in range(len(dataset))]
     image = run.kind == "image"
     if run.kind == "vector":
-        raise ValueError(
-            f"--data {spec!r} is a manifest of images or texts, but the model of "
-            f"{str(run.directory)!r} takes feature vectors (a .npy or Parquet features file)"
-        )
+        _refuse_unless(run, spec, "images or texts")
     # Labels are optional here: a corpus to embed or a hubness bank needs none (evaluation,
     # which does, says so when they are missing).
     dataset = manifest_dataset(
@@ -178,12 +177,7 @@ def open_dataset(spec: str, run: LoadedRun) -> tuple[torch.utils.data.Dataset, l
         mode=run.image_mode if image else "RGB",
         require_labels=False,
     )
-    holds = "texts" if getattr(dataset, "texts", None) is not None else "images"
-    if holds != f"{run.kind}s":
-        raise ValueError(
-            f"--data {spec!r} holds {holds}, but the model of {str(run.directory)!r} takes "
-            f"{run.kind}s"
-        )
+    _refuse_unless(run, spec, "texts" if getattr(dataset, "texts", None) is not None else "images")
     sources = getattr(dataset, "texts", None) or getattr(dataset, "paths", None)
     return dataset, [str(s) for s in sources] if sources is not None else [
         str(i) for i in range(len(dataset))

@@ -47,6 +47,7 @@ from tripletkit.data.transforms import apply_transform, augmentation_generator
 from tripletkit.validation import check_choice
 
 __all__ = [
+    "MANIFEST_SUFFIXES",
     "Manifest",
     "PairManifestDataset",
     "TripletManifestDataset",
@@ -55,6 +56,9 @@ __all__ = [
     "read_manifest",
     "resolve_item_path",
 ]
+
+#: File name endings :func:`read_manifest` reads.
+MANIFEST_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson", ".parquet")
 
 PARQUET_INSTALL = "pip install pyarrow (or: pip install 'tripletkit[data]')"
 
@@ -206,7 +210,7 @@ def read_manifest(path: str | os.PathLike[str]) -> Manifest:
         manifest = _read_parquet(path)
     else:
         raise ValueError(
-            f"manifest {path} has suffix {suffix!r}; expected .csv, .tsv, .jsonl, .ndjson or .parquet"
+            f"manifest {path} has suffix {suffix!r}; expected {', '.join(MANIFEST_SUFFIXES)}"
         )
     if manifest.num_rows == 0:
         raise ValueError(

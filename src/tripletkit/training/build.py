@@ -44,6 +44,7 @@ from tripletkit.data import (
     transforms,
 )
 from tripletkit.data.bundled import fashion_mnist_available, load_digits, load_fashion_mnist
+from tripletkit.data.manifests import MANIFEST_SUFFIXES
 from tripletkit.data.splits import DIGITS_TRAIN_CLASSES, FASHION_MNIST_TRAIN_CLASSES
 from tripletkit.files import atomic_write_text
 from tripletkit.training.config import RunConfig
@@ -120,11 +121,14 @@ def _build_model(config: RunConfig, kind: str, in_channels: int | None, in_featu
         options.setdefault("in_features", in_features)
     if kind == "image" and in_channels is not None and name == "small_cnn":
         options.setdefault("in_channels", in_channels)
-    mismatch = (
-        f"model.name {name!r} does not take the data: the data holds {kind}s; choose a model "
-        f"for {kind}s (or leave model.name unset: small_cnn for images, mlp for vectors, "
-        "text_encoder for texts)"
-    )
+
+    def mismatch(takes: str) -> ValueError:
+        return ValueError(
+            f"model.name {name!r} takes {takes}, but the data holds {kind}s; choose a model for "
+            f"{kind}s (or leave model.name unset: small_cnn for images, mlp for vectors, "
+            "text_encoder for texts)"
+        )
+
     try:
         model = create_model(
             name,
@@ -136,12 +140,10 @@ def _build_model(config: RunConfig, kind: str, in_channels: int | None, in_featu
         )
     except (TypeError, ValueError) as err:
         if "in_features" in str(err) and "in_features" not in config.model.options:
-            raise ValueError(mismatch) from err  # a non-vector model given features
+            raise mismatch("no feature vectors") from err  # refused the features' width
         raise
     if input_kind(model) != kind:
-        raise ValueError(
-            mismatch.replace("the data holds", f"it takes {input_kind(model)}s, the data holds")
-        )
+        raise mismatch(f"{input_kind(model)}s")
     return model
 
 
@@ -232,7 +234,7 @@ def _dataset_of_path(path: str) -> str:
             return "manifest"  # which says how to install Parquet support
         names = set(pq.read_schema(location).names)
         return "manifest" if names & {"path", "text"} else "vectors"
-    if suffix in (".csv", ".tsv", ".jsonl", ".ndjson"):
+    if suffix in MANIFEST_SUFFIXES:
         return "manifest"
     raise ValueError(
         f"data.path {path!r}: cannot tell what it holds from its suffix; set data.dataset "
