@@ -350,6 +350,19 @@ TRIPLETKIT_RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
             "corpus_mining_options": {"rank_range": (1, 10), "max_score_ratio": 0.95},
         },
     ),
+    "tk-mnrl-hb-remine-2ep-unused3-lr2e4-t07": (
+        "as tk-mnrl-hb-remine-2ep-unused3-lr2e4, τ 0.07 (a softer softmax than 0.05: the "
+        "gradient spreads over more of the negatives)",
+        {
+            **_MNRL_HB,
+            "epochs": 2,
+            "lr": 2e-4,
+            "temperature": 0.07,
+            "unused_documents": 20_000,
+            "corpus_negatives": 3,
+            "corpus_mining_options": {"rank_range": (1, 10), "max_score_ratio": 0.95},
+        },
+    ),
     "tk-mnrl-hb-remine-2ep-unused3-lr2e4-m01": (
         "as tk-mnrl-hb-remine-2ep-unused3-lr2e4, with an additive margin of 0.1 on each "
         "positive's cosine distance (AM-softmax; 2 logits at τ 0.05), in both directions",

@@ -275,6 +275,50 @@ def test_missing_run_directory_is_one_clear_line(tmp_path, capsys):
     assert len(err) == 1 and "none" in err[0]
 
 
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["report", "{run}"],
+        ["evaluate", "--model", "{run}", "--data", "digits"],
+        ["embed", "--model", "{run}", "--data", "digits", "--out", "{tmp}/x.parquet"],
+        ["train", "--resume", "{run}", "--epochs", "2"],
+    ],
+)
+def test_a_damaged_run_config_is_one_line_naming_the_file(run_dir, tmp_path, capsys, command):
+    import shutil
+
+    damaged = tmp_path / "run"
+    shutil.copytree(run_dir, damaged)
+    (damaged / "config.json").write_text('{"data": ')  # torn by a crash or an editor
+    args = [a.format(run=damaged, tmp=tmp_path) for a in command]
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "config.json" in err[0] and "could not be read" in err[0]
+
+
+def test_verify_with_a_damaged_calibration_says_so_and_takes_a_threshold(run_dir, tmp_path, capsys):
+    import shutil
+
+    damaged = tmp_path / "run"
+    shutil.copytree(run_dir, damaged)
+    (damaged / "calibration.json").write_text("{}")
+    a = _digit_png(tmp_path / "a.png", 0)
+    assert cli_main(["verify", "--model", str(damaged), a, a]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "calibration.json" in err[0] and "--threshold" in err[0]
+    assert cli_main(["verify", "--model", str(damaged), a, a, "--threshold", "0.5"]) == 0
+
+
+def test_verify_says_when_its_threshold_rests_on_too_few_pairs(run_dir, tmp_path, capsys):
+    calibration = json.loads((run_dir / "calibration.json").read_text())
+    a = _digit_png(tmp_path / "a.png", 0)
+    for far, entry in calibration["thresholds"].items():
+        assert cli_main(["verify", "--model", str(run_dir), a, a, "--far", far]) == 0
+        out = capsys.readouterr().out
+        assert ("too few different-class" in out) == (not entry["reliable"])
+        assert entry["reliable"] == (calibration["impostor_pairs"] * float(far) >= 30)
+
+
 def test_embedding_is_what_the_model_computes(run_dir, vectors):
     from tripletkit.models import load_model
 

@@ -176,10 +176,10 @@ def _add_train_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
     from tripletkit.training.build import train
+    from tripletkit.training.config import load_config_file
 
     overrides: dict[str, object] = {}
     run_dir = args.run_dir
@@ -190,8 +190,7 @@ def _run_train(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"--resume {args.resume!r}: no config.json there (not a run directory)"
             )
-        tree = json.loads(saved.read_text())
-        overrides.update({f"{s}.{k}": v for s, section in tree.items() for k, v in section.items()})
+        overrides.update(load_config_file(saved))
     config = _config_from_arguments(args, overrides)
     outcome = train(config, run_dir=run_dir, resume=bool(args.resume))
     if not outcome.is_main:  # another rank of a torchrun job: rank 0 prints
@@ -422,7 +421,14 @@ def _run_verify(args: argparse.Namespace) -> int:
                 f"{args.model!r} has no calibration.json (written at the end of tripletkit train); "
                 "pass --threshold"
             )
-        calibration = json.loads(calibration_file.read_text())
+        try:
+            calibration = json.loads(calibration_file.read_text())
+            thresholds = dict(calibration["thresholds"])
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            raise UsageError(
+                f"{str(calibration_file)!r} could not be read ({err}); pass --threshold"
+            ) from None
+        calibration["thresholds"] = thresholds
         entry = calibration["thresholds"].get(repr(float(args.far)))
         if entry is None:
             listed = ", ".join(calibration["thresholds"])
@@ -431,6 +437,11 @@ def _run_verify(args: argparse.Namespace) -> int:
             )
         threshold = entry["value"]
         source = f"calibrated on the validation set at FAR {args.far} (TAR {entry['tar']:.3f})"
+        if entry.get("reliable") is False:
+            source += (
+                f"; too few different-class validation pairs ({calibration.get('impostor_pairs')})"
+                " to measure this FAR reliably"
+            )
     pair = embed_inputs(run, [args.a, args.b])
     distance = float(paired_distances(pair[:1], pair[1:], "cosine"))
     same = distance <= threshold

@@ -17,7 +17,6 @@ Data specifications (``--data``):
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ from tripletkit.data import (
 )
 from tripletkit.data.bundled import load_digits, load_fashion_mnist
 from tripletkit.data.splits import FASHION_MNIST_TRAIN_CLASSES, class_disjoint_split
-from tripletkit.training.config import RunConfig, resolve_config
+from tripletkit.training.config import RunConfig, load_config_file, resolve_config
 
 __all__ = [
     "Embedded",
@@ -105,9 +104,7 @@ def load_run(path: str | Path) -> LoadedRun:
     model.eval()
     config_file = path / "config.json" if model_dir != path else None
     if config_file is not None and config_file.is_file():
-        tree = json.loads(config_file.read_text())
-        flat = {f"{s}.{k}": v for s, section in tree.items() for k, v in section.items()}
-        config = resolve_config(overrides=flat)
+        config = resolve_config(overrides=load_config_file(config_file))
     else:
         config = RunConfig()
     return LoadedRun(model, config, path)

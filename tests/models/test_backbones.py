@@ -71,6 +71,33 @@ def test_small_cnn_matches_a_functional_float64_reference(
     torch.testing.assert_close(out.double(), _reference_small_cnn(model, x), rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("pool_size", [1, 4])
+def test_small_cnn_backward_runs_channels_last_with_the_same_gradients(pool_size: int) -> None:
+    """The gradient entering the conv blocks is channels-last like their saved activations (a
+    layout mismatch makes oneDNN convert at every layer), and the weight gradients are those of
+    the same network run in plain NCHW layout."""
+    torch.manual_seed(0)
+    model = create_model("small_cnn", pool_size=pool_size, head="identity")
+    x = torch.randn(6, 1, 28, 28)
+    outputs: list[torch.Tensor] = []
+    handle = model.backbone.blocks.register_forward_hook(lambda m, i, out: outputs.append(out))
+    embedding = model(x)
+    handle.remove()
+    # Registered after the model's own hooks, this one sees the gradient the blocks receive.
+    seen: list[torch.Tensor] = []
+    outputs[0].register_hook(seen.append)
+    (embedding * torch.linspace(-1, 1, model.embedding_dim)).sum().backward()
+    assert len(seen) == 1 and seen[0].is_contiguous(memory_format=torch.channels_last)
+    plain = create_model("small_cnn", pool_size=pool_size, head="identity")
+    plain.load_state_dict(model.state_dict())
+    plain.backbone.blocks.to(memory_format=torch.contiguous_format)
+    (plain(x) * torch.linspace(-1, 1, plain.embedding_dim)).sum().backward()
+    for (name, p), q in zip(model.named_parameters(), plain.parameters(), strict=True):
+        torch.testing.assert_close(p.grad, q.grad, rtol=1e-4, atol=1e-5, msg=name)
+    with torch.no_grad():  # no gradient, no hook
+        assert not model(x).requires_grad
+
+
 def test_small_cnn_says_what_input_it_needs() -> None:
     model = create_model("small_cnn")
     with pytest.raises(ValueError, match=r"expected a float tensor of shape \(B, 1, H, W\)"):

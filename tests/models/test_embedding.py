@@ -281,6 +281,46 @@ def test_a_projector_survives_config_rebuild_and_save_load(tmp_path) -> None:
     assert torch.equal(loaded.embed(x), model.embed(x))
 
 
+def test_a_frozen_projector_keeps_its_weights_and_passes_gradients_through(tmp_path) -> None:
+    from tripletkit.models import load_model
+
+    torch.manual_seed(0)
+    model = create_model(
+        "mlp", in_features=6, embedding_dim=5, projector=[7, 3], projector_frozen=True
+    )
+    assert model.projector_frozen and model.config["projector_frozen"] is True
+    assert not any(p.requires_grad for p in model.projector.parameters())
+    x = torch.randn(9, 6)
+    _, projected = _projector_reference(model, x)
+    torch.testing.assert_close(model(x, project=True).double(), projected, rtol=0, atol=1e-6)
+    model(x, project=True).sum().backward()
+    assert all(p.grad is None for p in model.projector.parameters())
+    assert all(
+        p.grad is not None and p.grad.abs().sum() > 0
+        for name, p in model.named_parameters()
+        if not name.startswith("projector.")
+    )
+    # The config rebuilds a frozen projector, and a saved model loads as one.
+    assert create_model(**model.config).config == model.config
+    loaded = load_model(save_model(model, tmp_path / "m"))
+    assert loaded.projector_frozen
+    assert not any(p.requires_grad for p in loaded.projector.parameters())
+    assert torch.equal(loaded.embed(x, project=True), model.embed(x, project=True))
+    # A trainable projector's config does not carry the key (older saved configs stay equal).
+    assert "projector_frozen" not in create_model("mlp", in_features=6, projector=[3]).config
+
+
+@pytest.mark.parametrize(
+    ("projector", "frozen", "message"),
+    [(None, True, "needs a projector"), ([3], "yes", "True or False"), ([3], 1, "True or False")],
+)
+def test_a_bad_projector_frozen_is_refused(projector, frozen, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        create_model(
+            "mlp", in_features=6, embedding_dim=5, projector=projector, projector_frozen=frozen
+        )
+
+
 @pytest.mark.parametrize("widths", [[], [0], [4, -1], [2.5], "12", True, [True], None])
 def test_bad_projector_widths_are_refused_with_the_expected_form(widths: object) -> None:
     from tripletkit.models.embedding import make_projector

@@ -382,3 +382,60 @@ def test_an_image_folder_with_a_validation_manifest(image_folder, tmp_path):
     epochs = _epoch_records(run_dir)
     assert len(epochs) == 2 and all("map_at_r" in e for e in epochs)
     assert (run_dir / "calibration.json").is_file()  # 2 validation classes: pairs of both kinds
+
+
+@pytest.mark.parametrize("layout", ["image-folder", "manifest"])
+def test_an_unreadable_image_is_reported_once_and_left_out(image_folder, tmp_path, layout):
+    import warnings
+
+    from tripletkit.data import SkippedItemsWarning
+    from tripletkit.training.build import build_run
+
+    (image_folder / "red" / "broken.png").write_text("not an image")
+    path = image_folder
+    if layout == "manifest":
+        path = tmp_path / "photos.csv"
+        rows = [
+            f"photos/{p.parent.name}/{p.name},{p.parent.name}"
+            for p in sorted(image_folder.glob("*/*.png"))
+        ]
+        path.write_text("path,label\n" + "\n".join(rows) + "\n")
+    config = resolve_config(overrides={**QUICK, "data.dataset": layout, "data.path": str(path)})
+    config.data.image_size = 12
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        built = build_run(config)
+    skipped = [w for w in caught if issubclass(w.category, SkippedItemsWarning)]
+    assert len(skipped) == 1 and "broken.png" in str(skipped[0].message)
+    summary = built.data.summary
+    assert summary["train_items"] + summary["validation_items"] == 20
+
+
+@pytest.mark.parametrize(("per_class", "unreliable"), [(10, {1e-2, 1e-3, 1e-4}), (500, set())])
+def test_calibration_marks_fars_the_validation_pairs_cannot_measure(
+    tmp_path, per_class, unreliable
+):
+    import warnings
+
+    from tripletkit.data import FeatureDataset
+    from tripletkit.models import create_model
+    from tripletkit.training.build import calibrate
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(3), per_class)
+    features = rng.normal(size=(len(labels), 4)).astype(np.float32) + labels[:, None]
+    validation = FeatureDataset(features, labels)
+    # Different-class pairs, counted by hand: every pair minus the same-class ones.
+    n = len(labels)
+    impostors = (n * n - 3 * per_class * per_class) // 2
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        calibration = calibrate(create_model("mlp", in_features=4), validation, tmp_path)
+    assert calibration["impostor_pairs"] == impostors
+    marked = {float(far) for far, t in calibration["thresholds"].items() if not t["reliable"]}
+    assert marked == unreliable == {f for f in (1e-2, 1e-3, 1e-4) if impostors * f < 30}
+    messages = [str(w.message) for w in caught if "calibration.json" in str(w.message)]
+    assert len(messages) == (1 if unreliable else 0)
+    if unreliable:
+        assert f"{impostors:,} different-class pairs" in messages[0]
+    assert json.loads((tmp_path / "calibration.json").read_text()) == calibration

@@ -260,6 +260,31 @@ def test_train_builds_the_configured_projector_and_sizes_proxies_to_it(tmp_path)
     assert (saved.embedding_dim, saved.loss_dim) == (64, 6)
 
 
+def test_a_frozen_projector_is_not_trained_and_the_backbone_trains_through_it(tmp_path):
+    from tripletkit.models import load_model
+
+    config = resolve_config(
+        overrides={
+            **FAST,
+            "train.epochs": 1,
+            "model.projector": [16, 6],
+            "model.projector_frozen": True,
+        }
+    )
+    train(config, run_dir=tmp_path / "run")
+    initial = load_model(tmp_path / "run" / "model_initial").state_dict()
+    final = load_model(tmp_path / "run" / "model")
+    assert final.projector_frozen
+    changed = {k for k, v in final.state_dict().items() if not torch.equal(v, initial[k])}
+    assert not any(k.startswith("projector.") for k in changed)
+    assert any(k.startswith("backbone.") for k in changed)
+
+
+def test_projector_frozen_without_a_projector_is_a_config_error():
+    with pytest.raises(ValueError, match=r"model\.projector_frozen.*no projector"):
+        resolve_config(overrides={**FAST, "model.projector_frozen": True})
+
+
 class _OwnProjector(torch.nn.Module):
     """A user's model that happens to have a ``projector`` submodule and a plain forward."""
 

@@ -75,10 +75,20 @@ class SmallCNN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         self.input_spec.check(x)
         features = self.blocks(x)
+        if features.requires_grad:
+            # The gradient that comes back through flatten or the average pool is NCHW while
+            # every saved activation is channels-last, and oneDNN's backward kernels then convert
+            # at each layer: one channels-last copy here keeps the whole backward pass
+            # channels-last (Fashion-MNIST recipe: 74 -> 71 ms a training step on 2 cores).
+            features.register_hook(_channels_last)
         if features.shape[-2:] != (self.pool_size, self.pool_size):
             # The pool is the identity where the map has the grid's size already (28 px, 4×4).
             features = self.pool(features)
         return features.flatten(1)
+
+
+def _channels_last(gradient: torch.Tensor) -> torch.Tensor:
+    return gradient.contiguous(memory_format=torch.channels_last)
 
 
 @register_model(embedding_dim=64)

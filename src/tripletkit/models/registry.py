@@ -38,7 +38,15 @@ __all__ = [
 Builder = TypeVar("Builder", bound=Callable[..., nn.Module])
 
 # The arguments create_model itself consumes; builders may not reuse these names.
-_RESERVED = ("name", "pretrained", "embedding_dim", "normalize", "head", "projector")
+_RESERVED = (
+    "name",
+    "pretrained",
+    "embedding_dim",
+    "normalize",
+    "head",
+    "projector",
+    "projector_frozen",
+)
 
 
 @dataclass(frozen=True)
@@ -201,6 +209,7 @@ def create_model(
     normalize: bool = True,
     head: str | None = None,
     projector: list[int] | None = None,
+    projector_frozen: bool = False,
     **kwargs: Any,
 ) -> EmbeddingModel:
     """Build a registered model: backbone → projection head → optional L2 normalisation.
@@ -219,6 +228,8 @@ def create_model(
         projector: widths of a training-only MLP projector that the loss trains through
             (``[512, 128]``: ReLU-linear to 512, ReLU-linear to 128); the embedding stays the
             layer before it. ``None``: no projector. See :mod:`tripletkit.models.embedding`.
+        projector_frozen: keep the projector at its random initial weights: the loss trains
+            the model through a fixed random projection (needs ``projector``).
         **kwargs: the builder's own options (e.g. ``in_channels``); see
             ``get_model_entry(name).options``.
 
@@ -245,6 +256,8 @@ def create_model(
     }
     if projector is not None:
         config["projector"] = projector
+    if projector_frozen is not False:
+        config["projector_frozen"] = projector_frozen
     return create_model_from_config(config)
 
 
@@ -255,8 +268,8 @@ def create_model_from_config(
 
     Args:
         config: ``{"name": ..., "pretrained": ..., "embedding_dim": ..., "normalize": ...,
-            "head": ..., "projector": ..., **builder options}``; missing keys take their
-            defaults.
+            "head": ..., "projector": ..., "projector_frozen": ..., **builder options}``;
+            missing keys take their defaults.
         load_pretrained_weights: ``False`` builds the architecture without reading the bundled
             weights even if ``config["pretrained"]`` is true (used by ``load_model``, which
             overwrites every weight anyway); the returned config still says ``pretrained``.
@@ -286,6 +299,7 @@ def create_model_from_config(
     projector = options.pop("projector", None)
     if projector is not None:
         projector = check_projector(projector)
+    projector_frozen = options.pop("projector_frozen", False)  # checked by EmbeddingModel
     if head != "identity" and embedding_dim is None:
         embedding_dim = entry.embedding_dim
         if embedding_dim is None:
@@ -312,6 +326,7 @@ def create_model_from_config(
         "normalize": normalize,
         "head": head,
         **({"projector": projector} if projector is not None else {}),
+        **({"projector_frozen": projector_frozen} if projector_frozen is not False else {}),
         **builder_options,
     }
     return EmbeddingModel(
@@ -321,6 +336,7 @@ def create_model_from_config(
         normalize=normalize,
         projector=projector,
         config=resolved,
+        projector_frozen=projector_frozen,
     )
 
 

@@ -22,6 +22,7 @@ Data sources (``data.dataset``):
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -136,6 +137,7 @@ def _build_model(config: RunConfig, kind: str, in_channels: int | None, in_featu
             embedding_dim=config.model.embedding_dim,
             normalize=config.model.normalize,
             projector=config.model.projector,
+            projector_frozen=config.model.projector_frozen,
             **options,
         )
     except (TypeError, ValueError) as err:
@@ -284,14 +286,18 @@ def build_run(config: RunConfig) -> BuiltRun:
             model = _build_model(config, "vector", None, int(full.features.shape[1]))
             kind = "vector"
         else:
+            # Only what the data holds (images or texts): the files are checked, and unreadable
+            # ones reported, once, when the datasets are built below.
             probe = (
-                ImageFolderDataset(config.data.path)
+                None
                 if name == "image-folder"
                 else manifest_dataset(
-                    config.data.path, allow_outside_root=config.data.allow_outside_root
+                    config.data.path,
+                    allow_outside_root=config.data.allow_outside_root,
+                    check="none",
                 )
             )
-            kind = "text" if not hasattr(probe, "load") else "image"
+            kind = "text" if probe is not None and not hasattr(probe, "load") else "image"
             model = _build_model(config, kind, 3 if kind == "image" else None, None)
             if kind == "image":
                 spec = model.input_spec
@@ -313,7 +319,10 @@ def build_run(config: RunConfig) -> BuiltRun:
                 full = build(
                     config.data.path, _image_transform(spec, config, config.data.augment, None)
                 )
-                full_eval = build(config.data.path, _image_transform(spec, config, False, None))
+                # The same checked files, prepared without augmentation: building the dataset
+                # again would check (and report) every file a second time.
+                full_eval = copy.copy(full)
+                full_eval.transform = _image_transform(spec, config, False, None)
             else:
                 full = full_eval = probe
         labels = np.asarray(full.labels)
@@ -413,11 +422,31 @@ def calibrate(model: torch.nn.Module, validation, run_dir: str | Path) -> dict[s
     result = evaluate_verification_from_labels(
         embeddings, np.asarray(validation.labels), distance="cosine", far_targets=CALIBRATION_FARS
     )
+    impostor_pairs = int(result.metrics["num_different"])
+    # Doddington's rule of 30: a false accept rate is measured to within about ±30% once 30
+    # false accepts are seen, i.e. from 30 / FAR impostor pairs on.
+    unreliable = [far for far in CALIBRATION_FARS if impostor_pairs * far < 30]
+    if unreliable:
+        warnings.warn(
+            f"calibration.json: the validation set gives {impostor_pairs:,} different-class pairs, "
+            f"too few to measure FAR {', '.join(f'{far:g}' for far in unreliable)} (at least "
+            f"{30 / min(unreliable):,.0f} for FAR {min(unreliable):g}, to see 30 false "
+            'accepts): those thresholds are marked "reliable": false; give a larger '
+            "data.val_path for them",
+            stacklevel=2,
+        )
     calibration = {
         "distance": "cosine",
         "source": "validation set (pairs from its labels)",
+        "impostor_pairs": impostor_pairs,
         "thresholds": {
-            repr(float(far)): {"value": t.value, "far": t.far, "tar": t.tar, "rule": t.rule}
+            repr(float(far)): {
+                "value": t.value,
+                "far": t.far,
+                "tar": t.tar,
+                "rule": t.rule,
+                "reliable": far not in unreliable,
+            }
             for far, t in result.thresholds.items()
         },
         "metrics": result.metrics,

@@ -86,7 +86,8 @@ class ModelConfig:
 
     ``projector``: widths of a training-only MLP that the loss trains through while the
     embedding (evaluation, index) stays the layer before it, e.g. ``[512, 512, 128]``; see
-    :mod:`tripletkit.models.embedding`.
+    :mod:`tripletkit.models.embedding`. ``projector_frozen``: keep the projector at its random
+    initial weights (the loss trains the model through a fixed random projection).
     """
 
     name: str | None = None
@@ -94,6 +95,7 @@ class ModelConfig:
     pretrained: bool | None = None
     normalize: bool = True
     projector: list[int] | None = None
+    projector_frozen: bool = False
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -357,6 +359,11 @@ def _check_ranges(config: RunConfig) -> None:
             check_projector(config.model.projector)
         except ValueError as err:
             raise ValueError(f"config key 'model.projector': {err}") from None
+    elif config.model.projector_frozen:
+        raise ValueError(
+            "config key 'model.projector_frozen' is true but there is no projector; set "
+            "model.projector (e.g. [128]) or leave model.projector_frozen false"
+        )
     if config.model.embedding_dim is not None and config.model.embedding_dim < 1:
         raise ValueError(
             f"config key 'model.embedding_dim' must be > 0; got {config.model.embedding_dim}"
