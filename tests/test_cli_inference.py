@@ -296,12 +296,18 @@ def test_a_damaged_run_config_is_one_line_naming_the_file(run_dir, tmp_path, cap
     assert len(err) == 1 and "config.json" in err[0] and "could not be read" in err[0]
 
 
-def test_verify_with_a_damaged_calibration_says_so_and_takes_a_threshold(run_dir, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "content",
+    [b"{}", b'{"thresholds": ', b'{"thresholds": {"0.001": {"tar": 0.5}}}', b"[1, 2]", b"\xff\xfe"],
+)
+def test_verify_with_a_damaged_calibration_says_so_and_takes_a_threshold(
+    run_dir, tmp_path, capsys, content
+):
     import shutil
 
     damaged = tmp_path / "run"
     shutil.copytree(run_dir, damaged)
-    (damaged / "calibration.json").write_text("{}")
+    (damaged / "calibration.json").write_bytes(content)
     a = _digit_png(tmp_path / "a.png", 0)
     assert cli_main(["verify", "--model", str(damaged), a, a]) == 2
     err = capsys.readouterr().err.strip().splitlines()

@@ -424,19 +424,20 @@ def _run_verify(args: argparse.Namespace) -> int:
         try:
             calibration = json.loads(calibration_file.read_text())
             thresholds = dict(calibration["thresholds"])
-        except (json.JSONDecodeError, KeyError, TypeError, ValueError) as err:
+            entry = thresholds.get(repr(float(args.far)))
+            if entry is not None:
+                threshold, tar = float(entry["value"]), float(entry["tar"])
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError) as err:
             raise UsageError(
-                f"{str(calibration_file)!r} could not be read ({err}); pass --threshold"
+                f"{str(calibration_file)!r} could not be read ({type(err).__name__}: {err}); "
+                "pass --threshold"
             ) from None
-        calibration["thresholds"] = thresholds
-        entry = calibration["thresholds"].get(repr(float(args.far)))
         if entry is None:
-            listed = ", ".join(calibration["thresholds"])
+            listed = ", ".join(thresholds)
             raise UsageError(
                 f"no threshold calibrated at FAR {args.far}; calibrated FARs: {listed}"
             )
-        threshold = entry["value"]
-        source = f"calibrated on the validation set at FAR {args.far} (TAR {entry['tar']:.3f})"
+        source = f"calibrated on the validation set at FAR {args.far} (TAR {tar:.3f})"
         if entry.get("reliable") is False:
             source += (
                 f"; too few different-class validation pairs ({calibration.get('impostor_pairs')})"

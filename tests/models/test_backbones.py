@@ -72,7 +72,9 @@ def test_small_cnn_matches_a_functional_float64_reference(
 
 
 @pytest.mark.parametrize("pool_size", [1, 4])
-def test_small_cnn_backward_runs_channels_last_with_the_same_gradients(pool_size: int) -> None:
+def test_small_cnn_backward_runs_channels_last_with_the_same_gradients(
+    pool_size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """The gradient entering the conv blocks is channels-last like their saved activations (a
     layout mismatch makes oneDNN convert at every layer), and the weight gradients are those of
     the same network run in plain NCHW layout."""
@@ -88,6 +90,10 @@ def test_small_cnn_backward_runs_channels_last_with_the_same_gradients(pool_size
     outputs[0].register_hook(seen.append)
     (embedding * torch.linspace(-1, 1, model.embedding_dim)).sum().backward()
     assert len(seen) == 1 and seen[0].is_contiguous(memory_format=torch.channels_last)
+    # The reference: the same weights in NCHW layout, the gradient left as it arrives.
+    import tripletkit.models.cnn as cnn
+
+    monkeypatch.setattr(cnn, "_channels_last", lambda gradient: gradient)
     plain = create_model("small_cnn", pool_size=pool_size, head="identity")
     plain.load_state_dict(model.state_dict())
     plain.backbone.blocks.to(memory_format=torch.contiguous_format)

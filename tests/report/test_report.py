@@ -209,6 +209,25 @@ def test_a_run_without_the_initial_model_says_so_and_shows_after_only(digits_run
     assert Image.open(copy / "report-histograms.png").size[0] < 800  # one panel
 
 
+@pytest.mark.parametrize("reliable", [True, False])
+def test_thresholds_too_few_pairs_can_measure_are_marked(digits_run, tmp_path, reliable):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(digits_run, copy, ignore=shutil.ignore_patterns("report*"))
+    calibration = json.loads((copy / "calibration.json").read_text())
+    for entry in calibration["thresholds"].values():
+        entry["reliable"] = True
+    calibration["thresholds"]["0.0001"]["reliable"] = reliable
+    (copy / "calibration.json").write_text(json.dumps(calibration))
+    html = write_report(copy, max_items=200).read_text()
+    assert ("0.0001 *</td>" in html) == (not reliable)
+    assert ("Too few different-class validation pairs" in html) == (not reliable)
+    # A calibration.json that is not a mapping leaves the table out instead of failing.
+    (copy / "calibration.json").write_text("[1, 2]")
+    assert "Calibrated verification thresholds" not in write_report(copy, max_items=200).read_text()
+
+
 def test_a_run_without_its_model_is_refused_with_a_clear_error(digits_run, tmp_path):
     import shutil
 

@@ -439,3 +439,30 @@ def test_calibration_marks_fars_the_validation_pairs_cannot_measure(
     if unreliable:
         assert f"{impostors:,} different-class pairs" in messages[0]
     assert json.loads((tmp_path / "calibration.json").read_text()) == calibration
+
+
+def test_held_out_split_augments_anew_each_epoch_and_validates_unaugmented(image_folder):
+    """The training side of a class-held-out split passes set_epoch on to the dataset, so the
+    seeded augmentation changes with the epoch (and repeats within one); the validation side,
+    a copy of the same checked files, is prepared without augmentation."""
+    import torch
+
+    from tripletkit.training.build import build_run
+
+    config = resolve_config(
+        overrides={**QUICK, "data.path": str(image_folder), "data.augment": True}
+    )
+    config.data.image_size = 12
+    data = build_run(config).data
+    train, validation = data.train, data.validation
+    first = train[0][0]
+    assert torch.equal(first, train[0][0])  # seeded: the same within an epoch
+    train.set_epoch(1)
+    assert not torch.equal(first, train[0][0])
+    train.set_epoch(0)
+    assert torch.equal(first, train[0][0])
+    before = validation[0][0]
+    validation.set_epoch(1)
+    assert torch.equal(before, validation[0][0])
+    assert validation.dataset.transform is not train.dataset.transform
+    assert validation.dataset.paths == train.dataset.paths

@@ -28,6 +28,7 @@ __all__ = [
     "DIGITS_TRAIN_CLASSES",
     "FASHION_MNIST_EVAL_CLASSES",
     "FASHION_MNIST_TRAIN_CLASSES",
+    "LabelledSubset",
     "RetrievalSplit",
     "Split",
     "class_disjoint_split",
@@ -53,6 +54,27 @@ class RetrievalSplit(NamedTuple):
 
     train: LabelledImages
     evaluation: LabelledImages
+
+
+class LabelledSubset(torch.utils.data.Subset):
+    """The items ``indices`` of a labelled dataset, with their ``labels`` (what the P×K sampler
+    reads), passing :meth:`set_epoch` on to the dataset so that its seeded augmentation changes
+    with the epoch (a plain ``Subset`` would keep epoch 0's augmentation for every epoch).
+
+    >>> from tripletkit.data import TextDataset
+    >>> part = LabelledSubset(TextDataset(["a", "b", "c", "d"], [0, 0, 1, 1]), [1, 2])
+    >>> part[0], part.labels.tolist()
+    (('b', 0), [0, 1])
+    """
+
+    def __init__(self, dataset: Any, indices: Sequence[int]) -> None:
+        indices = [int(i) for i in indices]
+        super().__init__(dataset, indices)
+        self.labels = np.asarray(dataset.labels)[indices]
+
+    def set_epoch(self, epoch: int) -> None:
+        if hasattr(self.dataset, "set_epoch"):
+            self.dataset.set_epoch(epoch)
 
 
 def class_disjoint_split(

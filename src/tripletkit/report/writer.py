@@ -73,9 +73,10 @@ def _read_json(path: Path) -> dict[str, Any]:
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError:
+        value = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
         return {}
+    return value if isinstance(value, dict) else {}
 
 
 def _loss_geometry(config) -> tuple[str, float | None]:

@@ -38,6 +38,7 @@ import torch
 from tripletkit.data import (
     ImageArrayDataset,
     ImageFolderDataset,
+    LabelledSubset,
     class_disjoint_split,
     collate_items,
     load_features,
@@ -355,11 +356,9 @@ def build_run(config: RunConfig) -> BuiltRun:
                     set(present.tolist()) - set(rng.choice(present, held, replace=False).tolist())
                 )
             train_side, val_side = class_disjoint_split(labels, train_classes)
-            train = torch.utils.data.Subset(full, train_side.tolist())
-            train.labels = labels[train_side]
+            train = LabelledSubset(full, train_side)
             eval_source = full if name == "vectors" else full_eval
-            validation = torch.utils.data.Subset(eval_source, val_side.tolist())
-            validation.labels = labels[val_side]
+            validation = LabelledSubset(eval_source, val_side)
         summary.update(
             train_items=len(train),
             validation_items=len(validation),
@@ -527,7 +526,10 @@ def train(config: RunConfig, run_dir: str | Path | None = None, resume: bool = F
     is_main = int(os.environ.get("RANK", "0")) == 0
     if built.test is not None and is_main:
         if resume and test_file.exists():
-            test_before = json.loads(test_file.read_text()).get("before", {})
+            try:
+                test_before = json.loads(test_file.read_text()).get("before", {})
+            except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
+                raise ValueError(f"{str(test_file)!r} could not be read: {err}") from None
         elif not resume:
             test_before = _embed_and_evaluate(built.model, built.test, evaluate)
             run_dir.mkdir(parents=True, exist_ok=True)

@@ -282,9 +282,9 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"config file {str(path)!r} does not exist")
-    text = path.read_text()
     suffix = path.suffix.lower()
     try:
+        text = path.read_text()
         if suffix == ".toml":
             tree = tomllib.loads(text)
         elif suffix == ".json":
@@ -298,7 +298,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
                 f"config file {str(path)!r}: unknown format {suffix!r}; use .yaml, .yml, .toml "
                 "or .json"
             )
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError, ImportError) as err:
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError, UnicodeDecodeError, ImportError) as err:
         raise ValueError(f"config file {str(path)!r} could not be read: {err}") from err
     except Exception as err:
         if err.__class__.__module__.startswith("yaml"):
