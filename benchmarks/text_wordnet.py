@@ -363,6 +363,19 @@ TRIPLETKIT_RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
             "corpus_mining_options": {"rank_range": (1, 10), "max_score_ratio": 0.95},
         },
     ),
+    "tk-mnrl-hb-remine-2ep-unused3-lr2e4-hb7": (
+        "as tk-mnrl-hb-remine-2ep-unused3-lr2e4, hard batches of groups of 8 (each pair pulls "
+        "its 7 mined nearest training pairs into its batch, instead of 3)",
+        {
+            **_MNRL_HB,
+            "epochs": 2,
+            "lr": 2e-4,
+            "num_negatives": 7,
+            "unused_documents": 20_000,
+            "corpus_negatives": 3,
+            "corpus_mining_options": {"rank_range": (1, 10), "max_score_ratio": 0.95},
+        },
+    ),
     "tk-mnrl-hb-remine-2ep-unused3-lr2e4-m01": (
         "as tk-mnrl-hb-remine-2ep-unused3-lr2e4, with an additive margin of 0.1 on each "
         "positive's cosine distance (AM-softmax; 2 logits at τ 0.05), in both directions",
