@@ -113,10 +113,8 @@ def _pk_batches(labels: torch.Tensor, batches: int, generator: torch.Generator):
         )
 
 
-def run_pml(
+def _pml_trainer(
     miner: str | None,
-    epochs: int,
-    batches: int,
     data,
     *,
     lr: float = 1e-3,
@@ -124,10 +122,12 @@ def run_pml(
     embedding_dim: int | None = 64,
     projector: list[int] | None = None,
     projector_frozen: bool = False,
-) -> dict[str, Any]:
+):
+    """pml's training loop of the issue's protocol: returns ``(model, step, normalise)``, where
+    ``step(index)`` trains one step on the training images ``index``."""
     from pytorch_metric_learning import losses, miners
 
-    xtr, ytr, xte, yte = data
+    xtr, ytr, _, _ = data
     torch.manual_seed(0)
     options = dict(model_options or {})
     model = create_model(
@@ -146,24 +146,34 @@ def run_pml(
         "batch-hard": miners.BatchHardMiner(),
     }[miner]
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+
+    def step(index: torch.Tensor) -> None:
+        # With a projector the loss trains through it and the test embeds the layer before.
+        embeddings = model((xtr[index] - mean) / std, project=projector is not None)
+        labels = ytr[index]
+        loss = (
+            loss_fn(embeddings, labels, mine(embeddings, labels))
+            if mine
+            else loss_fn(embeddings, labels)
+        )
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return model, step, (lambda x: (x - mean) / std)
+
+
+def run_pml(miner: str | None, epochs: int, batches: int, data, **options: Any) -> dict[str, Any]:
+    model, step, normalise = _pml_trainer(miner, data, **options)
+    _, ytr, xte, yte = data
     generator = torch.Generator().manual_seed(0)
     seconds = 0.0
     for _ in range(epochs):
         start = time.perf_counter()
         for index in _pk_batches(ytr, batches, generator):
-            # With a projector the loss trains through it and the test embeds the layer before.
-            embeddings = model((xtr[index] - mean) / std, project=projector is not None)
-            labels = ytr[index]
-            loss = (
-                loss_fn(embeddings, labels, mine(embeddings, labels))
-                if mine
-                else loss_fn(embeddings, labels)
-            )
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
+            step(index)
         seconds += time.perf_counter() - start
-    scores = _scores(_embed(model, (xte - mean) / std), yte)
+    scores = _scores(_embed(model, normalise(xte)), yte)
     return {**scores, "seconds_per_epoch": seconds / epochs}
 
 
@@ -246,17 +256,65 @@ def interleaved_step_times(data, rounds: int = 8, steps: int = 10) -> dict[str, 
     return {name: float(np.median(values)) for name, values in times.items()}
 
 
-def interleaved_epoch_seconds(data, batches: int, rounds: int = 3) -> dict[str, list[float]]:
+#: The pml loops timed in lockstep with tripletkit's trainer: the fastest (BatchHardMiner, which
+#: collapses) and the one with the recipe's own mining (semi-hard).
+LOCKSTEP_PEERS = {"pml BatchHardMiner": "batch-hard", "pml semihard miner": "semihard"}
+
+
+def lockstep_epoch_seconds(
+    data, batches: int, rounds: int = 2, burst: int = 10
+) -> dict[str, list[float]]:
     """Seconds of one training epoch of tripletkit's recipe (its trainer: data loading,
-    bookkeeping and checkpoints included) and of pml's fastest loop (BatchHardMiner), the two
-    taking turns one epoch at a time, ``rounds`` times: the epoch-time comparison under the same
-    machine conditions (the epoch column of the main table is measured row after row)."""
-    times: dict[str, list[float]] = {"tripletkit recipe": [], "pml BatchHardMiner": []}
+    bookkeeping and mid-epoch checkpoints included) and of pml's loops of
+    :data:`LOCKSTEP_PEERS` (anchor network, batches drawn and normalised in the loop), run in
+    lockstep: before every ``burst``-th of the trainer's loss calls, each pml loop runs ``burst``
+    steps, timed, and their seconds are taken out of the trainer's epoch. All epochs then run
+    under the same machine conditions, burst by burst; this machine's speed drifts by 10-40%
+    within minutes, which whole epochs taking turns cannot cancel (they measured 13.9-19.6 s for
+    the same epoch). Bursts rather than single steps: alternating every step leaves each step the
+    other loop's caches (both loops measured 2-3% slower that way, the recipe a little more)."""
+    from torch.nn.modules.module import register_module_forward_pre_hook
+
+    from tripletkit.losses import BatchTripletLoss
+
+    times: dict[str, list[float]] = {"tripletkit recipe": [], **{n: [] for n in LOCKSTEP_PEERS}}
+    _, ytr, _, _ = data
     for _ in range(rounds):
-        recipe = run_tripletkit({"data.batches_per_epoch": batches, "train.epochs": 1}, RECIPE)
-        times["tripletkit recipe"].append(round(recipe["seconds_per_epoch"], 2))
-        pml = run_pml("batch-hard", 1, batches, data)
-        times["pml BatchHardMiner"].append(round(pml["seconds_per_epoch"], 2))
+        peers = {
+            name: {
+                "step": _pml_trainer(miner, data)[1],
+                "batches": _pk_batches(ytr, batches, torch.Generator().manual_seed(0)),
+                "seconds": 0.0,
+                "steps": 0,
+            }
+            for name, miner in LOCKSTEP_PEERS.items()
+        }
+        calls = [0]
+
+        def before_loss(module, args, peers=peers, calls=calls):
+            if not isinstance(module, BatchTripletLoss):
+                return
+            calls[0] += 1
+            if (calls[0] - 1) % burst:
+                return
+            for peer in peers.values():
+                start = time.perf_counter()
+                for _, index in zip(range(burst), peer["batches"], strict=False):
+                    peer["step"](index)
+                    peer["steps"] += 1
+                peer["seconds"] += time.perf_counter() - start
+
+        handle = register_module_forward_pre_hook(before_loss)
+        try:
+            recipe = run_tripletkit({"data.batches_per_epoch": batches, "train.epochs": 1}, RECIPE)
+        finally:
+            handle.remove()
+        for name, peer in peers.items():
+            if peer["steps"] != batches:
+                raise RuntimeError(f"{name} ran {peer['steps']} steps in lockstep, not {batches}")
+            times[name].append(round(peer["seconds"], 2))
+        own = recipe["seconds_per_epoch"] - sum(peer["seconds"] for peer in peers.values())
+        times["tripletkit recipe"].append(round(own, 2))
     return times
 
 
@@ -297,6 +355,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="1 epoch of 20 batches")
+    parser.add_argument(
+        "--epoch-rounds",
+        type=int,
+        default=2,
+        help="rounds of the lockstep epochs (the recipe and BatchHardMiner, one epoch each)",
+    )
     parser.add_argument("--only", nargs="*", help="row keys to run (default: all)")
     parser.add_argument(
         "--keep-freed-memory",
@@ -433,28 +497,31 @@ def main() -> None:
             )
         )
         results["interleaved_step_ms"] = steps
-        epochs_taking_turns = interleaved_epoch_seconds(
-            data, batches, rounds=1 if args.quick else 3
+        lockstep = lockstep_epoch_seconds(
+            data, batches, rounds=1 if args.quick else args.epoch_rounds
         )
-        recipe_s, pml_s = epochs_taking_turns.values()
+        recipe_s = lockstep["tripletkit recipe"]
+        ratios = {
+            name: [round(a / b, 3) for a, b in zip(recipe_s, lockstep[name], strict=True)]
+            for name in LOCKSTEP_PEERS
+        }
         summary += (
-            "\n\nOne epoch each, taking turns (tripletkit's trainer with data loading, "
-            "bookkeeping and checkpoints; pml's plain loop), seconds per round:\n\n"
+            "\n\nOne epoch each in lockstep (before every 10th of the trainer's loss calls, "
+            "10 steps of each pml loop, timed; the trainer's epoch includes data loading, "
+            "bookkeeping and mid-epoch checkpoints, less the pml steps), seconds per round:\n\n"
             + markdown_table(
                 [
                     [name, " / ".join(f"{t:.2f}" for t in values)]
-                    for name, values in epochs_taking_turns.items()
+                    for name, values in lockstep.items()
                 ]
                 + [
-                    [
-                        "ratio tripletkit ÷ pml",
-                        " / ".join(f"{a / b:.3f}" for a, b in zip(recipe_s, pml_s, strict=True)),
-                    ]
+                    [f"ratio tripletkit ÷ {name}", " / ".join(f"{r:.3f}" for r in values)]
+                    for name, values in ratios.items()
                 ],
                 ["", "s/epoch"],
             )
         )
-        results["interleaved_epoch_seconds"] = epochs_taking_turns
+        results["lockstep_epoch_seconds"] = {**lockstep, "ratios": ratios}
     print(summary)
     stem = "train_fmnist-quick" if args.quick else "train_fmnist"
     if args.keep_freed_memory:

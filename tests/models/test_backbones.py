@@ -34,7 +34,8 @@ def _reference_small_cnn(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def test_small_cnn_is_exactly_the_benchmark_architecture() -> None:
     model = create_model("small_cnn")
     layers = [type(m) for m in model.backbone.blocks]
-    assert layers == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d] * 3
+    # ReLU and max-pool run in the other order, the same function (the next test).
+    assert layers == [nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.ReLU] * 3
     convs = [m for m in model.backbone.blocks if isinstance(m, nn.Conv2d)]
     assert [(c.in_channels, c.out_channels, c.kernel_size) for c in convs] == [
         (1, 32, (3, 3)),
@@ -69,6 +70,64 @@ def test_small_cnn_matches_a_functional_float64_reference(
     out = model(x)
     assert out.shape == (5, 64)
     torch.testing.assert_close(out.double(), _reference_small_cnn(model, x), rtol=0, atol=1e-5)
+
+
+def _relu_then_pool(stack: nn.Sequential) -> nn.Sequential:
+    """``stack`` with every (max-pool, ReLU) pair put back in the textbook order ReLU, max-pool
+    (the same module objects, so the same weights)."""
+    layers = list(stack)
+    for i in range(len(layers) - 1):
+        if isinstance(layers[i], nn.MaxPool2d) and isinstance(layers[i + 1], nn.ReLU):
+            layers[i], layers[i + 1] = layers[i + 1], layers[i]
+    return nn.Sequential(*layers)
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 7, 5)])
+def test_small_cnn_pool_before_relu_gives_the_textbook_values_and_gradients(
+    shape: tuple[int, int, int],
+) -> None:
+    """The blocks run max-pool before ReLU; in training mode (batch statistics) in float64 the
+    output and every parameter gradient equal those of conv → BN → ReLU → max-pool, exactly: the
+    order changes which work is done, not the function."""
+    torch.manual_seed(0)
+    backbone = SmallCNN(in_channels=shape[0]).double().train()
+    textbook = _relu_then_pool(backbone.blocks)
+    assert [type(m) for m in textbook] == [nn.Conv2d, nn.BatchNorm2d, nn.ReLU, nn.MaxPool2d] * 3
+    x = torch.randn(8, *shape, dtype=torch.float64)
+    with torch.no_grad():
+        weights = torch.randn_like(backbone.blocks(x.clone()))
+
+    def gradients(blocks: nn.Module) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        backbone.zero_grad(set_to_none=True)
+        features = blocks(x.clone())
+        (features * weights).sum().backward()
+        return features.detach(), [p.grad.clone() for p in backbone.parameters()]
+
+    ours, ours_grads = gradients(backbone.blocks)
+    reference, reference_grads = gradients(textbook)
+    assert (reference == 0).any() and (reference > 0).any()  # both ReLU sides are exercised
+    assert torch.equal(ours, reference)
+    for mine, theirs in zip(ours_grads, reference_grads, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
+
+
+def test_resnet_stem_pool_before_relu_gives_the_textbook_values_and_gradients() -> None:
+    torch.manual_seed(0)
+    stem = ResNet((1, 1, 1, 1), in_channels=3).stem.double().train()
+    assert [type(m) for m in stem] == [nn.Conv2d, nn.BatchNorm2d, nn.MaxPool2d, nn.ReLU]
+    textbook = _relu_then_pool(stem)
+    x = torch.randn(2, 3, 33, 30, dtype=torch.float64)
+    results = []
+    for blocks in (stem, textbook):
+        stem.zero_grad(set_to_none=True)
+        out = blocks(x)
+        (
+            out * torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view_as(out)
+        ).sum().backward()
+        results.append((out.detach(), [p.grad.clone() for p in stem.parameters()]))
+    assert torch.equal(results[0][0], results[1][0])
+    for mine, theirs in zip(results[0][1], results[1][1], strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("pool_size", [1, 4])

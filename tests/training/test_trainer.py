@@ -336,3 +336,59 @@ def test_a_checkpoint_from_before_a_config_key_existed_still_resumes(tmp_path):
     projected = resolve_config(overrides={**FAST, "train.epochs": 3, "model.projector": [8]})
     with pytest.raises(ValueError, match="its model configuration differs"):
         train(projected, run_dir=tmp_path / "run", resume=True)
+
+
+def test_clip_gradients_matches_torch_clip_grad_norm_bit_for_bit() -> None:
+    """The trainer's clipping skips torch's multiply by a scale of exactly 1; the gradients and
+    the returned norm must be torch's own, below, at and above the threshold."""
+    from tripletkit.training.trainer import clip_gradients
+
+    torch.manual_seed(0)
+    for scale in (0.01, 1.0, 3.0, 100.0):
+        grads = [torch.randn(7, 3) * scale, torch.randn(5) * scale]
+        ours = [torch.zeros_like(g, requires_grad=True) for g in grads]
+        theirs = [torch.zeros_like(g, requires_grad=True) for g in grads]
+        for a, b, g in zip(ours, theirs, grads, strict=True):
+            a.grad, b.grad = g.clone(), g.clone()
+        max_norm = float(torch.cat([g.flatten() for g in grads]).norm())  # exactly at the norm
+        for limit in (max_norm * 0.5, max_norm, max_norm * 2):
+            norm = clip_gradients(ours, limit)
+            expected = torch.nn.utils.clip_grad_norm_(theirs, limit, foreach=True)
+            assert torch.equal(norm, expected)
+            for a, b in zip(ours, theirs, strict=True):
+                assert torch.equal(a.grad, b.grad)
+    # A non-finite norm is left to torch's own scaling (a scale of 0 here: inf -> NaN, 1 -> 0).
+    ours, theirs = torch.zeros(2, requires_grad=True), torch.zeros(2, requires_grad=True)
+    ours.grad, theirs.grad = torch.tensor([float("inf"), 1.0]), torch.tensor([float("inf"), 1.0])
+    clip_gradients([ours], 1.0)
+    torch.nn.utils.clip_grad_norm_([theirs], 1.0, foreach=True)
+    assert (
+        torch.equal(ours.grad.isnan(), theirs.grad.isnan()) and ours.grad[1] == theirs.grad[1] == 0
+    )
+
+
+def test_a_failing_run_closes_its_metrics_log_with_every_step_written(tmp_path):
+    """metrics.jsonl stays open through a fit (one line-buffered handle); a run that fails at a
+    step still has the steps before it on disk, and the handle is closed on the way out."""
+    _, data, config = _clustered_vectors()
+    inner = BatchTripletLoss(margin=0.2, mining="semihard")
+    calls = {"n": 0}
+
+    class FailsAtStep4(torch.nn.Module):
+        margin = 0.2
+
+        def forward(self, embeddings, labels):
+            calls["n"] += 1
+            loss = inner(embeddings, labels)
+            return loss * float("nan") if calls["n"] == 4 else loss
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8))
+    trainer = Trainer(model, FailsAtStep4(), data, config, tmp_path / "run")
+    with pytest.raises(RuntimeError, match="the loss became nan at step 3"):
+        trainer.fit()
+    assert trainer._run_log is None
+    steps = [
+        r["step"] for r in read_metrics(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "step"
+    ]
+    assert steps == [1, 2, 3]

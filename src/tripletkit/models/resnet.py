@@ -78,8 +78,10 @@ class ResNet(nn.Module):
             self.stem = nn.Sequential(
                 nn.Conv2d(in_channels, 64, 7, stride=2, padding=3, bias=False),
                 nn.BatchNorm2d(64),
-                nn.ReLU(inplace=True),
+                # ReLU then max-pool, computed as max-pool then ReLU: the same values and
+                # gradients (ReLU is monotone; the pool pads with -inf), on a quarter of the values.
                 nn.MaxPool2d(3, stride=2, padding=1),
+                nn.ReLU(inplace=True),
             )
         else:
             self.stem = nn.Sequential(

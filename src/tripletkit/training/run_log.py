@@ -15,7 +15,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 __all__ = ["RunLog", "read_metrics"]
 
@@ -71,6 +71,7 @@ class RunLog:
         self.interactive = not quiet and sys.stderr.isatty()
         self._bar = None
         self._writer = None
+        self._handle: TextIO | None = None
         if tensorboard:
             try:
                 from torch.utils.tensorboard import SummaryWriter
@@ -143,8 +144,11 @@ class RunLog:
     def _append(self, record: dict[str, Any]) -> None:
         if not self.write:
             return
-        with open(self.path, "a") as handle:
-            handle.write(json.dumps(_jsonable(record)) + "\n")
+        if self._handle is None:
+            # Opened once and line-buffered: each record reaches the file as it is written (a
+            # killed run keeps every record before the kill) without an open and close a step.
+            self._handle = open(self.path, "a", buffering=1)  # closed in close()
+        self._handle.write(json.dumps(_jsonable(record)) + "\n")
 
     def _close_bar(self) -> None:
         if self._bar is not None:
@@ -153,8 +157,12 @@ class RunLog:
 
     def close(self) -> None:
         self._close_bar()
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
         if self._writer is not None:
             self._writer.close()
+            self._writer = None
 
 
 def read_metrics(path: str | Path) -> list[dict[str, Any]]:
