@@ -376,6 +376,21 @@ TRIPLETKIT_RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
             "corpus_mining_options": {"rank_range": (1, 10), "max_score_ratio": 0.95},
         },
     ),
+    "tk-mnrl-hb-remine-2ep-unused3-lr3e4-llrd08": (
+        "as tk-mnrl-hb-remine-2ep-unused3-lr2e4, with layer-wise learning-rate decay 0.8 from "
+        "lr 3e-4 (the last transformer layer at 2.4e-4, the first at 0.79e-4, the embeddings "
+        "at 0.63e-4): the layers nearest the input, which hold the most general knowledge, "
+        "move least",
+        {
+            **_MNRL_HB,
+            "epochs": 2,
+            "lr": 3e-4,
+            "layer_lr_decay": 0.8,
+            "unused_documents": 20_000,
+            "corpus_negatives": 3,
+            "corpus_mining_options": {"rank_range": (1, 10), "max_score_ratio": 0.95},
+        },
+    ),
     "tk-mnrl-hb-remine-2ep-unused3-lr2e4-m01": (
         "as tk-mnrl-hb-remine-2ep-unused3-lr2e4, with an additive margin of 0.1 on each "
         "positive's cosine distance (AM-softmax; 2 logits at τ 0.05), in both directions",

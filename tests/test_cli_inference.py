@@ -284,16 +284,26 @@ def test_missing_run_directory_is_one_clear_line(tmp_path, capsys):
         ["train", "--resume", "{run}", "--epochs", "2"],
     ],
 )
-def test_a_damaged_run_config_is_one_line_naming_the_file(run_dir, tmp_path, capsys, command):
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"data": ', "could not be read"),  # torn by a crash or an editor
+        ('{"data": null}', "config section 'data' must be a mapping"),  # edited by hand
+        ('{"data": {"pp": 3}}', "unknown config key 'data.pp'; did you mean 'data.p'?"),
+    ],
+)
+def test_a_damaged_run_config_is_one_line_naming_the_file(
+    run_dir, tmp_path, capsys, command, content, message
+):
     import shutil
 
     damaged = tmp_path / "run"
     shutil.copytree(run_dir, damaged)
-    (damaged / "config.json").write_text('{"data": ')  # torn by a crash or an editor
+    (damaged / "config.json").write_text(content)
     args = [a.format(run=damaged, tmp=tmp_path) for a in command]
     assert cli_main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "config.json" in err[0] and "could not be read" in err[0]
+    assert len(err) == 1 and "config.json" in err[0] and message in err[0], err
 
 
 @pytest.mark.parametrize(

@@ -179,7 +179,7 @@ def _run_train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from tripletkit.training.build import train
-    from tripletkit.training.config import load_config_file
+    from tripletkit.training.config import load_config_file, resolve_config
 
     overrides: dict[str, object] = {}
     run_dir = args.run_dir
@@ -190,6 +190,7 @@ def _run_train(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"--resume {args.resume!r}: no config.json there (not a run directory)"
             )
+        resolve_config([saved])  # a damaged saved config: an error naming the file
         overrides.update(load_config_file(saved))
     config = _config_from_arguments(args, overrides)
     outcome = train(config, run_dir=run_dir, resume=bool(args.resume))

@@ -34,7 +34,7 @@ from tripletkit.data import (
 )
 from tripletkit.data.bundled import load_digits, load_fashion_mnist
 from tripletkit.data.splits import FASHION_MNIST_TRAIN_CLASSES, class_disjoint_split
-from tripletkit.training.config import RunConfig, load_config_file, resolve_config
+from tripletkit.training.config import RunConfig, resolve_config
 
 __all__ = [
     "Embedded",
@@ -104,7 +104,7 @@ def load_run(path: str | Path) -> LoadedRun:
     model.eval()
     config_file = path / "config.json" if model_dir != path else None
     if config_file is not None and config_file.is_file():
-        config = resolve_config(overrides=load_config_file(config_file))
+        config = resolve_config([config_file])
     else:
         config = RunConfig()
     return LoadedRun(model, config, path)

@@ -85,3 +85,30 @@ def test_every_key_is_documented_by_its_section():
     assert "loss.margin" in config_keys()
     for section in ("data", "model", "loss", "optim", "train"):
         assert getattr(RunConfig(), section).__doc__
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("data = 3\n", "config section 'data' must be a mapping of its keys"),
+        ("[data]\npp = 3\n", "unknown config key 'data.pp'; did you mean 'data.p'?"),
+        ("[data]\np = 'many'\n", "config key 'data.p' must be an integer"),
+        ("[optim]\nschedule = 'linear'\n", "config key 'optim.schedule' must be one of"),
+    ],
+)
+def test_errors_from_a_config_file_name_the_file(tmp_path, text, message):
+    path = tmp_path / "run.toml"
+    path.write_text(text)
+    with pytest.raises(ValueError) as caught:
+        resolve_config([path])
+    assert str(caught.value).startswith(f"config file {str(path)!r}: ")
+    assert message in str(caught.value)
+
+
+def test_a_flag_that_overrides_a_bad_file_value_is_what_the_error_names(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text("[data]\np = 'many'\n")
+    assert resolve_config([path], {"data.p": 4}).data.p == 4  # the flag wins: no error
+    with pytest.raises(ValueError) as caught:
+        resolve_config([path], {"data.p": "few"})
+    assert "config file" not in str(caught.value) and "'few'" in str(caught.value)

@@ -10,7 +10,12 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tripletkit.training.text_pairs import hard_batch_plan, train_text_pairs
+from tripletkit.training.text_pairs import (
+    _parameter_groups,
+    hard_batch_plan,
+    layer_depths,
+    train_text_pairs,
+)
 
 
 class BagOfWords(torch.nn.Module):
@@ -152,6 +157,8 @@ def test_fixed_negatives_and_in_batch_only() -> None:
         (dict(batch_size=1), "batch_size"),
         (dict(loss="arcface"), "loss"),
         (dict(epochs=0), "epochs"),
+        (dict(layer_lr_decay=0.0), "layer_lr_decay"),
+        (dict(layer_lr_decay=1.5), "layer_lr_decay"),
     ],
 )
 def test_bad_options(kwargs, message) -> None:
@@ -391,3 +398,46 @@ def test_mnrl_margin_reaches_the_loss(margin) -> None:
                 )
             )
         assert seen[0] > plain + 1.0  # 0.2 / 0.05 = 4 logits of margin: clearly larger
+
+
+class TinyTransformer(torch.nn.Module):
+    """Parameter names as in a Hugging Face BERT: embeddings, encoder.layer.i, pooler."""
+
+    def __init__(self, layers: int = 3) -> None:
+        super().__init__()
+        self.embeddings = torch.nn.Module()
+        self.embeddings.word_embeddings = torch.nn.Embedding(10, 4)
+        self.embeddings.LayerNorm = torch.nn.LayerNorm(4)
+        self.encoder = torch.nn.Module()
+        self.encoder.layer = torch.nn.ModuleList(torch.nn.Linear(4, 4) for _ in range(layers))
+        self.pooler = torch.nn.Linear(4, 4)
+
+
+def test_layer_depths_and_layer_wise_learning_rates() -> None:
+    model = TinyTransformer(layers=3)
+    depths = layer_depths(model)
+    assert depths["embeddings.word_embeddings.weight"] == depths["embeddings.LayerNorm.bias"] == 0
+    assert [depths[f"encoder.layer.{i}.weight"] for i in range(3)] == [1, 2, 3]
+    assert depths["pooler.weight"] == depths["pooler.bias"] == 4
+    lr_of = {}
+    for group in _parameter_groups(model, 1e-3, 0.01, 0.5):
+        for parameter in group["params"]:
+            lr_of[parameter] = (group["lr"], group["weight_decay"])
+    expected = {  # lr · 0.5^(4 - depth); no weight decay on 1-d parameters
+        model.embeddings.word_embeddings.weight: (1e-3 / 16, 0.01),
+        model.embeddings.LayerNorm.weight: (1e-3 / 16, 0.0),
+        model.encoder.layer[0].weight: (1e-3 / 8, 0.01),
+        model.encoder.layer[1].bias: (1e-3 / 4, 0.0),
+        model.encoder.layer[2].weight: (1e-3 / 2, 0.01),
+        model.pooler.weight: (1e-3, 0.01),
+        model.pooler.bias: (1e-3, 0.0),
+    }
+    for parameter, value in expected.items():
+        assert lr_of[parameter] == pytest.approx(value)
+    assert len(lr_of) == sum(1 for _ in model.parameters())
+    # Without the decay: one rate, the two weight-decay groups in parameter order.
+    plain = _parameter_groups(model, 1e-3, 0.01, None)
+    assert [(g["lr"], g["weight_decay"]) for g in plain] == [(1e-3, 0.01), (1e-3, 0.0)]
+    assert [p for g in plain for p in g["params"]] == [
+        p for p in model.parameters() if p.dim() > 1
+    ] + [p for p in model.parameters() if p.dim() <= 1]

@@ -320,20 +320,36 @@ def resolve_config(
     """
     config = RunConfig()
     merged: dict[str, Any] = {}
+    source: dict[str, str] = {}  # the file each key's value came from (flags: none)
     for path in files or []:
-        merged.update(load_config_file(path))
+        loaded = load_config_file(path)
+        merged.update(loaded)
+        source.update(dict.fromkeys(loaded, str(path)))
+    for key in overrides or {}:
+        source.pop(key, None)
     merged.update(overrides or {})
     valid = config_keys()
+    sections = {key.split(".", 1)[0] for key in valid}
     for key, value in merged.items():
-        if key not in valid:
-            raise ValueError(f"unknown config key {key!r}{_suggest(key, valid)}")
-        section_name, field_name = key.split(".", 1)
-        section = getattr(config, section_name)
-        hints = typing.get_type_hints(type(section))
-        coerced = _coerce(key, value, hints[field_name])
-        if key in _CHOICES and coerced not in _CHOICES[key]:
-            listed = ", ".join(repr(c) for c in _CHOICES[key])
-            raise ValueError(f"config key {key!r} must be one of {listed}; got {coerced!r}")
+        try:
+            if key in sections:
+                raise ValueError(
+                    f"config section {key!r} must be a mapping of its keys (e.g. [{key}] in "
+                    f"TOML); got {value!r}"
+                )
+            if key not in valid:
+                raise ValueError(f"unknown config key {key!r}{_suggest(key, valid)}")
+            section_name, field_name = key.split(".", 1)
+            section = getattr(config, section_name)
+            hints = typing.get_type_hints(type(section))
+            coerced = _coerce(key, value, hints[field_name])
+            if key in _CHOICES and coerced not in _CHOICES[key]:
+                listed = ", ".join(repr(c) for c in _CHOICES[key])
+                raise ValueError(f"config key {key!r} must be one of {listed}; got {coerced!r}")
+        except ValueError as err:
+            if key in source:
+                raise ValueError(f"config file {source[key]!r}: {err}") from None
+            raise
         setattr(section, field_name, coerced)
     _check_ranges(config)
     return config

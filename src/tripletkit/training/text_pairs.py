@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -150,6 +151,64 @@ class _FunctionEncoder:
         return torch.cat(parts) if parts else torch.zeros(0, 1)
 
 
+_LAYER_INDEX = re.compile(r"(?:^|\.)(?:layer|layers|h|block|blocks)\.(\d+)\.")
+
+
+def layer_depths(model: torch.nn.Module) -> dict[str, int]:
+    """Depth of each trainable parameter of a transformer text model, by name: ``0`` for the
+    embeddings (a name with ``embeddings``), ``i + 1`` inside layer ``i`` (``layer.i.``,
+    ``layers.i.``, ``h.i.``, ``block.i.``), and one more than the deepest layer for the rest
+    (pooler, projection head). A model without numbered layers gets depth 0 everywhere.
+
+    >>> net = torch.nn.Module()
+    >>> net.embeddings = torch.nn.Linear(2, 2)
+    >>> net.layer = torch.nn.ModuleList([torch.nn.Linear(2, 2) for _ in range(2)])
+    >>> net.head = torch.nn.Linear(2, 2, bias=False)
+    >>> layer_depths(net)
+    {'embeddings.weight': 0, 'embeddings.bias': 0, 'layer.0.weight': 1, 'layer.0.bias': 1, 'layer.1.weight': 2, 'layer.1.bias': 2, 'head.weight': 3}
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    layer = {n: _LAYER_INDEX.search(n + ".") for n, _ in named}
+    deepest = max((int(m.group(1)) for m in layer.values() if m), default=-1)
+    if deepest < 0:
+        return {n: 0 for n, _ in named}
+    depths = {}
+    for name, _ in named:
+        match = layer[name]
+        if match:
+            depths[name] = int(match.group(1)) + 1
+        elif "embeddings" in name.split("."):
+            depths[name] = 0
+        else:
+            depths[name] = deepest + 2
+    return depths
+
+
+def _parameter_groups(
+    model: torch.nn.Module, lr: float, weight_decay: float, layer_lr_decay: float | None
+) -> list[dict[str, Any]]:
+    """AdamW groups: no weight decay on biases and norms (1-d parameters), and with
+    ``layer_lr_decay`` one learning rate per depth of :func:`layer_depths`."""
+    depths = layer_depths(model) if layer_lr_decay is not None else {}
+    top = max(depths.values(), default=0)
+    groups: dict[tuple[int, bool], dict[str, Any]] = {}
+    for name, parameter in model.named_parameters():
+        if not parameter.requires_grad:
+            continue
+        depth = depths.get(name, top)
+        decays = parameter.dim() > 1
+        group = groups.setdefault(
+            (depth, decays),
+            {
+                "params": [],
+                "weight_decay": weight_decay if decays else 0.0,
+                "lr": lr * (layer_lr_decay or 1.0) ** (top - depth),
+            },
+        )
+        group["params"].append(parameter)
+    return list(groups.values())
+
+
 def train_text_pairs(
     model: torch.nn.Module,
     queries: Sequence[str],
@@ -175,6 +234,7 @@ def train_text_pairs(
     schedule: str = "linear",
     weight_decay: float = 0.01,
     max_grad_norm: float | None = 1.0,
+    layer_lr_decay: float | None = None,
     seed: int = 0,
     progress: bool = True,
     on_step: Callable[[int, float], None] | None = None,
@@ -211,6 +271,10 @@ def train_text_pairs(
         epochs: passes over the pairs (a fraction trains on part of the last pass).
         batch_size, lr, warmup_fraction, schedule, weight_decay, max_grad_norm: optimisation
             (AdamW; ``schedule`` as :func:`~tripletkit.training.schedule.lr_factor`).
+        layer_lr_decay: layer-wise learning-rate decay (in ``(0, 1]``; None: one rate): the
+            transformer's layer ``i`` of ``L`` trains at ``lr · decay^(L - i)``, its embeddings
+            at ``lr · decay^(L + 1)``, everything above the layers at ``lr`` (see
+            :func:`layer_depths`).
         seed: the order of the pairs.
         progress: show a progress bar.
         on_step: called as ``on_step(step, loss)`` after every step.
@@ -231,6 +295,8 @@ def train_text_pairs(
     lr = check_positive(lr, "lr")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
         raise ValueError(f"batch_size must be an integer >= 2; got {batch_size!r}")
+    if layer_lr_decay is not None and not 0 < layer_lr_decay <= 1:
+        raise ValueError(f"layer_lr_decay must be in (0, 1]; got {layer_lr_decay!r}")
     if negatives is not None and corpus is not None:
         raise ValueError("give either negatives (fixed) or corpus (to mine them from), not both")
     if negatives is not None and len(negatives) != len(queries):
@@ -303,15 +369,7 @@ def train_text_pairs(
         mine()
 
     parameters = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in parameters if p.dim() > 1]
-    no_decay = [p for p in parameters if p.dim() <= 1]
-    optimizer = torch.optim.AdamW(
-        [
-            {"params": decay, "weight_decay": weight_decay},
-            {"params": no_decay, "weight_decay": 0.0},
-        ],
-        lr=lr,
-    )
+    optimizer = torch.optim.AdamW(_parameter_groups(model, lr, weight_decay, layer_lr_decay), lr=lr)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: lr_factor(step, total_steps, warmup_fraction, schedule)
     )
