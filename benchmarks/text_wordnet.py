@@ -189,6 +189,11 @@ def _tripletkit_train(
     else:
         corpus = task.train_documents
     model = create_model("text_encoder")
+    dropout = options.pop("dropout", None)
+    if dropout is not None:  # every dropout of the transformer (hidden and attention) at this p
+        for module in model.modules():
+            if isinstance(module, torch.nn.Dropout):  # attention reads its module's p too
+                module.p = dropout
     torch.manual_seed(options.get("seed", SEED))  # dropout: the same masks on every run
     result = train_text_pairs(
         model,
@@ -386,6 +391,19 @@ TRIPLETKIT_RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
             "epochs": 2,
             "lr": 3e-4,
             "layer_lr_decay": 0.8,
+            "unused_documents": 20_000,
+            "corpus_negatives": 3,
+            "corpus_mining_options": {"rank_range": (1, 10), "max_score_ratio": 0.95},
+        },
+    ),
+    "tk-mnrl-hb-remine-2ep-unused3-lr2e4-nodrop": (
+        "as tk-mnrl-hb-remine-2ep-unused3-lr2e4, without dropout (all-MiniLM-L6-v2 trains with "
+        "0.1 on hidden states and attention; off, every step sees the model it evaluates)",
+        {
+            **_MNRL_HB,
+            "epochs": 2,
+            "lr": 2e-4,
+            "dropout": 0.0,
             "unused_documents": 20_000,
             "corpus_negatives": 3,
             "corpus_mining_options": {"rank_range": (1, 10), "max_score_ratio": 0.95},
