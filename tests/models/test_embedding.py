@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -330,3 +333,26 @@ def test_bad_projector_widths_are_refused_with_the_expected_form(widths: object)
     if widths is not None:
         with pytest.raises(ValueError, match="projector"):
             create_model("mlp", in_features=6, embedding_dim=5, projector=widths)
+
+
+def test_a_bad_projector_frozen_is_refused_before_the_backbone_is_built(monkeypatch) -> None:
+    # A text or EfficientNet backbone takes seconds to build: the argument is checked first.
+    from tripletkit.models import registry
+
+    entry = registry.get_model_entry("mlp")
+    built = []
+
+    @functools.wraps(entry.builder)  # the same signature: create_model binds options by it
+    def counting_builder(**options):
+        built.append(options)
+        return entry.builder(**options)
+
+    monkeypatch.setitem(
+        registry._REGISTRY, "mlp", dataclasses.replace(entry, builder=counting_builder)
+    )
+    create_model("mlp", in_features=6, projector=[3], projector_frozen=True)
+    assert len(built) == 1  # the counting builder is the one create_model calls
+    for projector, frozen in [(None, True), ([3], "yes")]:
+        with pytest.raises(ValueError, match="projector_frozen"):
+            create_model("mlp", in_features=6, projector=projector, projector_frozen=frozen)
+    assert len(built) == 1

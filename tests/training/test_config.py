@@ -94,6 +94,11 @@ def test_every_key_is_documented_by_its_section():
         ("[data]\npp = 3\n", "unknown config key 'data.pp'; did you mean 'data.p'?"),
         ("[data]\np = 'many'\n", "config key 'data.p' must be an integer"),
         ("[optim]\nschedule = 'linear'\n", "config key 'optim.schedule' must be one of"),
+        # Range errors, checked after every key is set, name the file that set the key.
+        ("[data]\np = 0\n", "config key 'data.p' must be > 0; got 0"),
+        ("[data]\nk = 1\n", "config key 'data.k' must be >= 2"),
+        ("[loss]\nmargin = -0.5\n", "config key 'loss.margin' must be >= 0"),
+        ("[model]\nprojector_frozen = true\n", "config key 'model.projector_frozen' is true"),
     ],
 )
 def test_errors_from_a_config_file_name_the_file(tmp_path, text, message):
@@ -112,3 +117,14 @@ def test_a_flag_that_overrides_a_bad_file_value_is_what_the_error_names(tmp_path
     with pytest.raises(ValueError) as caught:
         resolve_config([path], {"data.p": "few"})
     assert "config file" not in str(caught.value) and "'few'" in str(caught.value)
+
+
+def test_a_range_error_of_a_flag_names_no_file_though_a_file_set_other_keys(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text("[data]\np = 4\n[train]\nepochs = 2\n")
+    with pytest.raises(ValueError) as caught:
+        resolve_config([path], {"data.k": 1})
+    assert str(caught.value).startswith("config key 'data.k' must be >= 2")
+    with pytest.raises(ValueError) as caught:  # the flag replaced the file's good value
+        resolve_config([path], {"data.p": 0})
+    assert str(caught.value).startswith("config key 'data.p' must be > 0")

@@ -108,6 +108,14 @@ def check_projector(widths: Any) -> list[int]:
     return [int(w) for w in widths]
 
 
+def check_projector_frozen(projector_frozen: Any, projector: Sequence[int] | None) -> None:
+    """Raise ``ValueError`` unless ``projector_frozen`` is a bool, and true only with a projector."""
+    if not isinstance(projector_frozen, bool):
+        raise ValueError(f"projector_frozen must be True or False; got {projector_frozen!r}")
+    if projector_frozen and projector is None:
+        raise ValueError("projector_frozen=True needs a projector (e.g. projector=[128])")
+
+
 def uses_projector(model: nn.Module) -> bool:
     """Whether the loss should train ``model`` through its projector (``model(x, project=True)``):
     an :class:`EmbeddingModel` built with one. Other modules, even with an attribute of that name,
@@ -179,10 +187,7 @@ class EmbeddingModel(nn.Module):
         self.projector = (
             None if projector is None else make_projector(self.embedding_dim, projector)
         )
-        if not isinstance(projector_frozen, bool):
-            raise ValueError(f"projector_frozen must be True or False; got {projector_frozen!r}")
-        if projector_frozen and self.projector is None:
-            raise ValueError("projector_frozen=True needs a projector (e.g. projector=[128])")
+        check_projector_frozen(projector_frozen, projector)
         if self.projector is not None and projector_frozen:
             self.projector.requires_grad_(False)
         self.projector_frozen = projector_frozen

@@ -22,7 +22,12 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from tripletkit.models.embedding import HEADS, EmbeddingModel, check_projector
+from tripletkit.models.embedding import (
+    HEADS,
+    EmbeddingModel,
+    check_projector,
+    check_projector_frozen,
+)
 from tripletkit.validation import check_choice
 
 __all__ = [
@@ -299,7 +304,8 @@ def create_model_from_config(
     projector = options.pop("projector", None)
     if projector is not None:
         projector = check_projector(projector)
-    projector_frozen = options.pop("projector_frozen", False)  # checked by EmbeddingModel
+    projector_frozen = options.pop("projector_frozen", False)
+    check_projector_frozen(projector_frozen, projector)  # before the backbone's (slow) build
     if head != "identity" and embedding_dim is None:
         embedding_dim = entry.embedding_dim
         if embedding_dim is None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -351,7 +352,15 @@ def resolve_config(
                 raise ValueError(f"config file {source[key]!r}: {err}") from None
             raise
         setattr(section, field_name, coerced)
-    _check_ranges(config)
+    try:
+        _check_ranges(config)
+    except ValueError as err:
+        # Every range error names its key first ("config key 'data.p' must be ..."): the file that
+        # set that key is named too.
+        named = re.match(r"config key '([^']+)'", str(err))
+        if named and named.group(1) in source:
+            raise ValueError(f"config file {source[named.group(1)]!r}: {err}") from None
+        raise
     return config
 
 
