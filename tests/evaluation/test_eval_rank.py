@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from tripletkit.evaluation.text import rank_metrics, rank_of_correct
+from tripletkit.evaluation.search import DEFAULT_TILE_BYTES
+from tripletkit.evaluation.text import rank_metrics, rank_of_correct, text_parts
 
 
 def test_strictly_higher_only_counts() -> None:
@@ -53,3 +56,122 @@ def test_bad_targets() -> None:
         rank_of_correct(q, corpus, [0, 4])
     with pytest.raises(ValueError, match="ranks"):
         rank_metrics([0, 1])
+
+
+# Items with parts (corpus_parts): (1 - w) * d + w * min(d, nearest part's d) ---------------------
+
+
+def _reference_part_ranks(q, corpus, targets, part_embeddings, part_items, weight):
+    """Brute force in float64, one query and one item at a time."""
+
+    def cosine_distance(a, b):
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        return 1.0 - a @ b / (np.linalg.norm(a) * np.linalg.norm(b))
+
+    ranks, margins = [], []
+    for query, target in zip(q, targets, strict=True):
+        combined = []
+        for row, item in enumerate(corpus):
+            own = cosine_distance(query, item)
+            nearest = own
+            for part, owner in zip(part_embeddings, part_items, strict=True):
+                if owner == row:
+                    nearest = min(nearest, cosine_distance(query, part))
+            combined.append((1 - weight) * own + weight * nearest)
+        combined = np.array(combined)
+        ranks.append(1 + int((combined < combined[target]).sum()))
+        others = np.delete(combined, target)
+        margins.append(np.abs(others - combined[target]).min() if others.size else np.inf)
+    return np.array(ranks), np.array(margins)
+
+
+def test_parts_by_hand() -> None:
+    q = torch.tensor([[1.0, 0.0]])
+    # Cosine distances to q: item 0: 1.0 (orthogonal), its part: 0.0; item 1: 0.2; item 2: 0.4.
+    corpus = torch.tensor([[0.0, 1.0], [0.8, 0.6], [0.6, 0.8]])
+    parts = (torch.tensor([[1.0, 0.0], [0.0, -1.0]]), [0, 0])
+    assert rank_of_correct(q, corpus, [0]).tolist() == [3]  # without parts item 0 is last
+    # w = 0.5: item 0 is 0.5 * 1.0 + 0.5 * 0.0 = 0.5, behind 0.2 and 0.4.
+    assert rank_of_correct(q, corpus, [0], corpus_parts=parts).tolist() == [3]
+    # w = 0.7: 0.3, between 0.2 and 0.4. w = 0.9: 0.1, first; item 1 second.
+    assert rank_of_correct(q, corpus, [0], corpus_parts=parts, part_weight=0.7).tolist() == [2]
+    assert rank_of_correct(q, corpus, [0], corpus_parts=parts, part_weight=0.9).tolist() == [1]
+    assert rank_of_correct(q, corpus, [1], corpus_parts=parts, part_weight=0.9).tolist() == [2]
+    # w = 1: the nearest of whole and parts alone; item 0 first, item 2 (0.4) third.
+    assert rank_of_correct(q, corpus, [2], corpus_parts=parts, part_weight=1.0).tolist() == [3]
+    # A part farther than its item never moves it: only item 0's far part (distance 1.0).
+    far = (torch.tensor([[0.0, -1.0]]), [1])
+    for target in range(3):
+        assert (
+            rank_of_correct(q, corpus, [target], corpus_parts=far, part_weight=1.0).tolist()
+            == rank_of_correct(q, corpus, [target]).tolist()
+        )
+
+
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    num_items=st.integers(1, 12),
+    num_parts=st.integers(0, 20),
+    weight=st.sampled_from([0.0, 0.25, 0.5, 1.0]),
+    tile_bytes=st.sampled_from([64, 10_000, DEFAULT_TILE_BYTES]),
+)
+@settings(max_examples=60, deadline=None)
+def test_parts_match_the_brute_force_reference(seed, num_items, num_parts, weight, tile_bytes):
+    rng = np.random.default_rng(seed)
+    q = rng.normal(size=(5, 4))
+    corpus = rng.normal(size=(num_items, 4))
+    # Parts repeat items (several parts per item), and some parts are exact copies of their
+    # item or of another part: ties between whole and part, and between parts.
+    part_items = rng.integers(0, num_items, size=num_parts)
+    part_embeddings = rng.normal(size=(num_parts, 4))
+    if num_parts >= 2:
+        part_embeddings[0] = corpus[part_items[0]]
+        part_embeddings[1] = part_embeddings[0] * 2.0
+        part_items[1] = part_items[0]
+    targets = rng.integers(0, num_items, size=5)
+    ranks = rank_of_correct(
+        torch.from_numpy(q),
+        torch.from_numpy(corpus),
+        targets,
+        corpus_parts=(torch.from_numpy(part_embeddings), part_items),
+        part_weight=weight,
+        tile_bytes=tile_bytes,
+    )
+    expected, margins = _reference_part_ranks(
+        q, corpus, targets, part_embeddings, part_items, weight
+    )
+    clear = margins > 1e-9  # a near-tie may round either way; exact ties are checked by hand
+    assert ranks[clear].tolist() == expected[clear].tolist()
+    if weight == 0.0:  # no weight on the parts: the plain ranks
+        assert ranks.tolist() == rank_of_correct(q, corpus, targets).tolist()
+
+
+def test_text_parts_and_bad_parts() -> None:
+    parts, items = text_parts(["dog, domestic dog", "cat", "a, , b", ""])
+    assert parts == ["dog", "domestic dog", "a", "b"] and items.tolist() == [0, 0, 2, 2]
+    assert text_parts(["x | y"], separator=" | ")[0] == ["x", "y"]
+    with pytest.raises(ValueError, match="separator"):
+        text_parts(["a"], separator="")
+    q, corpus = torch.ones(2, 3), torch.ones(4, 3)
+    good = torch.ones(2, 3)
+    for bad, message in [
+        ((good,), "pair"),
+        ((torch.ones(2, 2), [0, 1]), "dim"),
+        ((good, [0]), "corpus_parts rows have shape"),
+        ((good, [0.0, 1.0]), "corpus_parts rows have shape"),
+        ((good, [0, 4]), r"corpus_parts rows must be in \[0, 3\]"),
+        ((good, [-1, 0]), r"corpus_parts rows must be in \[0, 3\]"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            rank_of_correct(q, corpus, [0, 1], corpus_parts=bad)
+    for weight in (-0.1, 1.5, True, "0.5"):
+        with pytest.raises(ValueError, match="part_weight"):
+            rank_of_correct(q, corpus, [0, 1], corpus_parts=(good, [0, 1]), part_weight=weight)
+
+
+def test_parts_are_compared_in_the_corpus_precision():
+    q = torch.tensor([[1.0, 0.0]])
+    corpus = torch.tensor([[0.0, 1.0], [1.0, 1e-4]], dtype=torch.float64)  # item 1 at 5e-9
+    parts = (torch.tensor([[1.0, 2e-4]]), [0])  # float32; item 0 through it at 2e-8
+    assert rank_of_correct(q, corpus, [1], corpus_parts=parts, part_weight=1.0).tolist() == [1]
+    assert rank_of_correct(q, corpus, [0], corpus_parts=parts, part_weight=1.0).tolist() == [2]

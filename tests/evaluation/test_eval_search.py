@@ -202,3 +202,108 @@ def test_sorted_heaps_orders_by_value_then_index(rows, k, seed):
     np.testing.assert_array_equal(got_indices, np.take_along_axis(indices, order, axis=1))
     np.testing.assert_array_equal(values, before[0])  # the inputs are left alone
     np.testing.assert_array_equal(indices, before[1])
+
+
+# References with parts: d - w * max(d - nearest part's d, 0) ------------------------------------
+
+
+def _blended_reference(queries, references, parts, owners, metric, weight, offsets=None):
+    """Dense float64 brute force: every reference's own distance, lowered by its nearest part."""
+    own = reference.dense_distances(queries, references, metric)
+    part = reference.dense_distances(queries, parts, metric) if len(owners) else None
+    blended = own.copy()
+    for row in range(own.shape[1]):
+        mine = [i for i, owner in enumerate(owners) if owner == row]
+        if mine:
+            nearest = part[:, mine].min(axis=1)
+            blended[:, row] = own[:, row] - weight * np.maximum(own[:, row] - nearest, 0)
+    if offsets is not None:
+        blended += np.asarray(offsets, dtype=np.float64)
+    return blended
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(1, 30),
+    m=st.integers(1, 40),
+    num_parts=st.integers(0, 60),
+    metric=st.sampled_from(EXACT_METRICS[:1] + EXACT_METRICS[2:]),  # exact: no square root
+    weight=st.sampled_from([0.0, 0.25, 0.5, 1.0]),  # exact in binary: ties stay ties
+    tile=st.sampled_from([1, 3, 32_768]),
+    with_offsets=st.booleans(),
+    against_itself=st.booleans(),
+    data=st.data(),
+)
+def test_knn_with_parts_matches_brute_force_with_ties(
+    seed, n, m, num_parts, metric, weight, tile, with_offsets, against_itself, data
+):
+    # Reference tiles of 1 and 3 split the parts of a tile from their neighbours' (the parts come
+    # unsorted, so their order is the search's to restore).
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(search, "_MAX_REFERENCE_TILE", tile)
+        _check_knn_with_parts(
+            seed, n, m, num_parts, metric, weight, with_offsets, against_itself, data
+        )
+
+
+def _check_knn_with_parts(
+    seed, n, m, num_parts, metric, weight, with_offsets, against_itself, data
+):
+    queries = integer_embeddings(seed, n)
+    references = queries if against_itself else integer_embeddings(seed + 1, m)
+    m = references.shape[0]
+    parts = integer_embeddings(seed + 2, num_parts)
+    owners = torch.randint(0, m, (num_parts,), generator=torch.Generator().manual_seed(seed))
+    offsets = (
+        torch.randint(-2, 3, (m,), generator=torch.Generator().manual_seed(seed + 3)).float()
+        if with_offsets
+        else None
+    )
+    k = data.draw(st.integers(0, m - 1 if against_itself else m))
+    result = knn(
+        queries,
+        None if against_itself else references,
+        k,
+        distance=metric,
+        reference_offsets=offsets,
+        reference_parts=(parts, owners.numpy()),
+        part_weight=weight,
+    )
+    dense = _blended_reference(queries, references, parts, owners.tolist(), metric, weight, offsets)
+    expected = reference.ranking(dense, exclude_self=against_itself)
+    assert result.indices.tolist() == [row[:k] for row in expected]
+    gathered = np.take_along_axis(dense, result.indices.numpy(), axis=1)
+    np.testing.assert_array_equal(result.distances.numpy(), gathered)
+
+
+def test_knn_with_parts_by_hand_and_cosine():
+    q = torch.tensor([[1.0, 0.0]])
+    # Cosine distances: reference 0: 1.0, its parts 0.0 and 2.0; reference 1: 0.2.
+    references = torch.tensor([[0.0, 3.0], [0.8, 0.6]])
+    parts = (torch.tensor([[-1.0, 0.0], [2.0, 0.0]]), [0, 0])
+    plain = knn(q, references, 2)
+    assert plain.indices.tolist() == [[1, 0]]
+    blended = knn(q, references, 2, reference_parts=parts)  # reference 0: 0.5 * 1 + 0.5 * 0
+    assert blended.indices.tolist() == [[1, 0]]
+    np.testing.assert_allclose(blended.distances.numpy(), [[0.2, 0.5]], atol=1e-6)
+    first = knn(q, references, 2, reference_parts=parts, part_weight=0.9)  # 0.1
+    assert first.indices.tolist() == [[0, 1]]
+    np.testing.assert_allclose(first.distances.numpy(), [[0.1, 0.2]], atol=1e-6)
+    none = knn(q, references, 2, reference_parts=(torch.empty(0, 2), []))
+    assert torch.equal(none.distances, plain.distances)
+    with pytest.raises(ValueError, match="part_weight"):
+        knn(q, references, 1, reference_parts=parts, part_weight=2)
+    with pytest.raises(ValueError, match=r"reference_parts rows must be in \[0, 1\]"):
+        knn(q, references, 1, reference_parts=(parts[0], [0, 2]))
+
+
+def test_knn_with_parts_computes_in_the_widest_dtype():
+    q = torch.tensor([[1.0, 0.0]])
+    references = torch.tensor([[0.0, 1.0], [1.0, 1e-4]], dtype=torch.float64)
+    parts = (torch.tensor([[1.0, 2e-4]]), [0])  # float32 parts beside float64 references
+    result = knn(q, references, 2, reference_parts=parts, part_weight=1.0)
+    assert result.distances.dtype == torch.float64
+    # Reference 1 at 5e-9 (float64 keeps it), reference 0 through its part at 2e-8.
+    assert result.indices.tolist() == [[1, 0]]
+    assert 0 < float(result.distances[0, 0]) < float(result.distances[0, 1])

@@ -44,8 +44,10 @@ from tripletkit.validation import check_choice, check_embeddings, check_same_dim
 __all__ = [
     "DEFAULT_TILE_BYTES",
     "Neighbours",
+    "ReferenceParts",
     "as_embeddings",
     "check_reference_offsets",
+    "check_reference_parts",
     "iter_knn",
     "iter_rankings",
     "knn",
@@ -119,6 +121,77 @@ def check_reference_offsets(offsets: Any, num_references: int, name: str) -> np.
     if not bool(np.isfinite(values).all()):
         raise ValueError(f"{name} must be finite; got NaN or Inf")
     return values
+
+
+@dataclass(frozen=True)
+class ReferenceParts:
+    """Parts of references (checked by :func:`check_reference_parts`), sorted by reference.
+
+    A reference with parts (a document's chunks, a list of synonyms' single words) is as far from a
+    query as ``d - weight * max(d - d_part, 0)``, i.e. ``(1 - weight) * d + weight * min(d,
+    d_part)``, with ``d`` its own distance and ``d_part`` its nearest part's: it matches through
+    its whole or through one of its parts. A reference without parts keeps ``d`` exactly.
+    """
+
+    embeddings: torch.Tensor  # (P, D), ordered by reference
+    references: np.ndarray  # (P,) int64, non-decreasing
+    weight: float
+
+    def span(self, start: int, stop: int) -> tuple[int, int]:
+        """Rows of the parts of references ``start:stop``."""
+        lo, hi = np.searchsorted(self.references, [start, stop])
+        return int(lo), int(hi)
+
+    def blend(self, block: np.ndarray, part_block: np.ndarray, first: int, lo: int) -> None:
+        """Lower, in place, the distances ``block`` of references ``first:`` by their parts'
+        distances ``part_block`` (the parts ``lo:lo + part_block.shape[1]``)."""
+        if part_block.shape[1] == 0:
+            return
+        owners = self.references[lo : lo + part_block.shape[1]]
+        starts = np.flatnonzero(np.r_[True, owners[1:] != owners[:-1]])
+        columns = owners[starts] - first
+        nearest = np.minimum.reduceat(part_block, starts, axis=1)
+        own = block[:, columns]
+        gain = np.maximum(own - nearest, 0)
+        gain *= block.dtype.type(self.weight)
+        block[:, columns] = own - gain
+
+
+def check_reference_parts(
+    parts: Any, references: torch.Tensor, weight: Any, name: str = "reference_parts"
+) -> ReferenceParts | None:
+    """``parts = (part_embeddings, part_references)`` checked against ``references`` (``(M, D)``):
+    ``(P, D)`` floats and ``(P,)`` integer rows in ``[0, M)``; ``weight`` in ``[0, 1]``.
+    ``None`` stays ``None``.
+
+    >>> parts = check_reference_parts(([[0.0, 1.0], [1.0, 0.0]], [1, 0]), torch.ones(2, 2), 0.5)
+    >>> parts.references.tolist(), parts.embeddings.tolist()
+    ([0, 1], [[1.0, 0.0], [0.0, 1.0]])
+    """
+    if parts is None:
+        return None
+    if not isinstance(parts, (tuple, list)) or len(parts) != 2:
+        raise ValueError(f"{name} must be a pair (part_embeddings, part_rows)")
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not 0 <= weight <= 1:
+        raise ValueError(f"part_weight must be a number in [0, 1]; got {weight!r}")
+    embeddings = as_embeddings(parts[0], f"{name} embeddings")
+    check_same_dim(references, embeddings, "references", f"{name} embeddings")
+    rows = np.asarray(parts[1])
+    if rows.shape != (embeddings.shape[0],) or not (
+        rows.size == 0 or np.issubdtype(rows.dtype, np.integer)
+    ):
+        raise ValueError(
+            f"{name} rows have shape {rows.shape} and dtype {rows.dtype}; expected "
+            f"({embeddings.shape[0]},) integer rows of the references, one per part"
+        )
+    rows = rows.astype(np.int64)
+    if rows.size and (rows.min() < 0 or rows.max() >= references.shape[0]):
+        raise ValueError(f"{name} rows must be in [0, {references.shape[0] - 1}]")
+    order = np.argsort(rows, kind="stable")
+    # In the references' precision too (float64 if either is), on their device.
+    dtype = torch.promote_types(embeddings.dtype, references.dtype)
+    embeddings = embeddings[torch.from_numpy(order)].to(references.device, dtype)
+    return ReferenceParts(embeddings, rows[order], float(weight))
 
 
 def _check_search_inputs(
@@ -215,6 +288,8 @@ def iter_knn(
     distance: Metric | str = "cosine",
     tile_bytes: int = DEFAULT_TILE_BYTES,
     reference_offsets: Any = None,
+    reference_parts: Any = None,
+    part_weight: float = 0.5,
 ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
     """Exact k nearest references, one block of queries at a time (see :func:`knn`).
 
@@ -240,6 +315,7 @@ def iter_knn(
     offsets = check_reference_offsets(reference_offsets, references.shape[0], "reference_offsets")
     if offsets is not None:
         offsets = offsets.astype(dtype)
+    parts = check_reference_parts(reference_parts, references, part_weight)
     k = int(k)
     n = queries.shape[0]
     if k == 0 or n == 0:
@@ -247,8 +323,13 @@ def iter_knn(
             yield start, n, np.empty((n, 0), dtype=dtype), np.empty((n, 0), dtype=np.int64)
         return
     queries, references, normalized = _normalized_once(queries, references, same, distance)
-    # Offsets make the distances of a set to itself asymmetric: the blocked search handles that.
-    symmetric = same and offsets is None
+    part_embeddings = None
+    if parts is not None:
+        dtype = np.promote_types(dtype, _distance_dtype(queries, parts.embeddings))
+        part_embeddings = unit_rows(parts.embeddings) if normalized else parts.embeddings
+    # Offsets and parts make the distances of a set to itself asymmetric: the blocked search
+    # handles that.
+    symmetric = same and offsets is None and parts is None
     if symmetric and n * k * (dtype.itemsize + 4) <= _SYMMETRIC_HEAP_BYTES:
         values, indices = _symmetric_knn(queries, k, distance, dtype, tile_bytes, normalized)
         # The consumer's per-block work (sorting, relevance, metrics) takes ~64 bytes an entry.
@@ -263,7 +344,7 @@ def iter_knn(
         _query_block_rows(ref_tile, dtype.itemsize + _TOPK_BYTES_PER_ELEMENT, tile_bytes),
         _query_block_rows(k, dtype.itemsize + 8, tile_bytes),
     )
-    buffer = _TileBuffer()
+    buffer, part_buffer = _TileBuffer(), _TileBuffer()
     for start in range(0, n, query_rows):
         stop = min(start + query_rows, n)
         values = np.full((stop - start, k), np.inf, dtype=dtype)
@@ -279,6 +360,18 @@ def iter_knn(
                 buffer=buffer,
                 normalized=normalized,
             )
+            if parts is not None:
+                lo, hi = parts.span(ref_start, ref_stop)
+                if hi > lo:
+                    part_block = _tile(
+                        queries[start:stop],
+                        part_embeddings[lo:hi],
+                        distance,
+                        dtype,
+                        buffer=part_buffer,
+                        normalized=normalized,
+                    )
+                    parts.blend(block, part_block, ref_start, lo)
             if offsets is not None:
                 block += offsets[ref_start:ref_stop]
             skip = np.arange(start - ref_start, stop - ref_start, dtype=np.int64)
@@ -342,6 +435,8 @@ def knn(
     distance: Metric | str = "cosine",
     tile_bytes: int = DEFAULT_TILE_BYTES,
     reference_offsets: Any = None,
+    reference_parts: Any = None,
+    part_weight: float = 0.5,
 ) -> Neighbours:
     """Exact k nearest references of every query, without an ``(N, M)`` distance matrix.
 
@@ -357,6 +452,14 @@ def knn(
         reference_offsets: ``(M,)`` numbers added to every distance to each reference before
             ranking (and in the returned distances), e.g. the hubness correction of
             :func:`tripletkit.evaluation.hubness.hubness_offsets`; ``None`` for none.
+        reference_parts: ``(part_embeddings, part_rows)``: ``(P, D)`` embeddings of parts of
+            references (a document's chunks, each word of a list of synonyms; e.g. from
+            :func:`tripletkit.evaluation.text.text_parts`) and ``(P,)`` the reference row each
+            belongs to. A reference is then as far as ``(1 - part_weight) * d + part_weight *
+            min(d, d_part)`` (``d`` its own distance, ``d_part`` its nearest part's; before the
+            offsets), and the returned distances are these. The parts of one tile of references
+            are compared at once: a reference with a huge number of parts makes a big tile.
+        part_weight: in ``[0, 1]``, the weight of the nearest part.
 
     Returns:
         :class:`Neighbours` ordered by ``(distance, reference index)`` (see the module docstring).
@@ -374,6 +477,8 @@ def knn(
             distance=distance,
             tile_bytes=tile_bytes,
             reference_offsets=reference_offsets,
+            reference_parts=reference_parts,
+            part_weight=part_weight,
         )
     )
     if not blocks:

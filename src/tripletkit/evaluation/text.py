@@ -30,6 +30,7 @@ from tripletkit.evaluation.search import (
     DEFAULT_TILE_BYTES,
     as_embeddings,
     check_reference_offsets,
+    check_reference_parts,
     iter_knn,
 )
 from tripletkit.validation import check_choice, check_same_dim
@@ -40,6 +41,7 @@ __all__ = [
     "evaluate_text_retrieval",
     "rank_metrics",
     "rank_of_correct",
+    "text_parts",
     "text_ranking_metrics",
 ]
 
@@ -203,6 +205,8 @@ def rank_of_correct(
     distance: Metric | str = "cosine",
     tile_bytes: int = DEFAULT_TILE_BYTES,
     corpus_offsets: Any = None,
+    corpus_parts: tuple[Any, Any] | None = None,
+    part_weight: float = 0.5,
 ) -> np.ndarray:
     """The rank of each query's one correct corpus item: ``1 +`` the number of corpus items
     strictly closer to the query than the correct one.
@@ -218,6 +222,14 @@ def rank_of_correct(
         tile_bytes: memory for one block of the ``(Q, C)`` distances.
         corpus_offsets: ``(C,)`` numbers added to every distance to each corpus item before
             ranking, e.g. :func:`tripletkit.evaluation.hubness.hubness_offsets`.
+        corpus_parts: ``(part_embeddings, part_rows)``: ``(P, D)`` embeddings of parts of corpus
+            items (e.g. each lemma of a list of synonyms, each chunk of a document; see
+            :func:`text_parts`) and ``(P,)`` the corpus row each part belongs to. An item is
+            then as far as ``(1 - part_weight) * d + part_weight * min(d, d_part)``, with ``d``
+            its own distance and ``d_part`` its nearest part's (``d`` exactly for an item without
+            parts): an item matches a query through its whole or through one of its parts
+            (:class:`~tripletkit.evaluation.search.ReferenceParts`).
+        part_weight: in ``[0, 1]``, the weight of the nearest-part term.
 
     Returns:
         ``(Q,)`` int64 ranks in ``[1, C]``.
@@ -242,19 +254,49 @@ def rank_of_correct(
         raise ValueError(f"targets must be corpus rows in [0, {corpus.shape[0] - 1}]")
     offsets = check_reference_offsets(corpus_offsets, corpus.shape[0], "corpus_offsets")
     offset_row = None if offsets is None else torch.from_numpy(offsets)
+    parts = check_reference_parts(corpus_parts, corpus, part_weight, "corpus_parts")
     ranks = np.empty(queries.shape[0], dtype=np.int64)
-    block = max(1, tile_bytes // max(1, 8 * corpus.shape[0]))
+    columns = corpus.shape[0] + (0 if parts is None else parts.embeddings.shape[0])
+    block = max(1, tile_bytes // max(1, 8 * columns))
     target_tensor = torch.from_numpy(targets.astype(np.int64))
     with torch.no_grad():
         for start in range(0, queries.shape[0], block):
             stop = min(start + block, queries.shape[0])
             distances = pairwise_distances_unchecked(queries[start:stop], corpus, distance)
+            if parts is not None:
+                part_distances = pairwise_distances_unchecked(
+                    queries[start:stop], parts.embeddings, distance
+                )
+                own = distances.cpu().numpy()
+                parts.blend(own, part_distances.to(distances.dtype).cpu().numpy(), 0, 0)
+                distances = torch.from_numpy(own)
             if offsets is not None:
                 distances += offset_row.to(distances)
             correct = distances.gather(1, target_tensor[start:stop, None].to(distances.device))
             closer = (distances < correct).sum(dim=1)
             ranks[start:stop] = closer.cpu().numpy() + 1
     return ranks
+
+
+def text_parts(texts: Sequence[str], separator: str = ", ") -> tuple[list[str], np.ndarray]:
+    """The parts of every text that has more than one: ``(part_texts, part_items)``, with
+    ``part_items[i]`` the index of the text ``part_texts[i]`` came from; for
+    :func:`rank_of_correct`'s ``corpus_parts``. Empty parts are dropped.
+
+    >>> text_parts(["dog, domestic dog", "cat", "a, , b"])
+    (['dog', 'domestic dog', 'a', 'b'], array([0, 0, 2, 2]))
+    """
+    if not separator:
+        raise ValueError("separator must be a non-empty string")
+    part_texts: list[str] = []
+    items: list[int] = []
+    for index, text in enumerate(texts):
+        pieces = [piece.strip() for piece in text.split(separator)]
+        pieces = [piece for piece in pieces if piece]
+        if len(pieces) > 1:
+            part_texts += pieces
+            items += [index] * len(pieces)
+    return part_texts, np.asarray(items, dtype=np.int64)
 
 
 def rank_metrics(ranks: Any, ks: Iterable[int] = (1, 10)) -> dict[str, float]:
