@@ -164,7 +164,8 @@ def check_reference_parts(
     ``(P, D)`` floats and ``(P,)`` integer rows in ``[0, M)``; ``weight`` in ``[0, 1]``.
     ``None`` stays ``None``.
 
-    >>> parts = check_reference_parts(([[0.0, 1.0], [1.0, 0.0]], [1, 0]), torch.ones(2, 2), 0.5)
+    >>> part_embeddings = torch.tensor([[0.0, 1.0], [1.0, 0.0]])
+    >>> parts = check_reference_parts((part_embeddings, [1, 0]), torch.ones(2, 2), 0.5)
     >>> parts.references.tolist(), parts.embeddings.tolist()
     ([0, 1], [[1.0, 0.0], [0.0, 1.0]])
     """
