@@ -57,6 +57,10 @@ HUBNESS_K = 10
 #: / 0.2855: 0.5 is not the best weight on that curve.
 PART_WEIGHT = 0.5
 
+#: The weights a ``+parts-val`` ranking chooses from, on the validation split (the synsets
+#: between the training pairs and the distractors; never test, train or distractor synsets).
+PART_WEIGHT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
+
 
 def _embeddings(encode: Callable[[list[str]], Any], texts: list[str]) -> torch.Tensor:
     return torch.as_tensor(np.asarray(encode(texts)), dtype=torch.float32)
@@ -68,6 +72,7 @@ def evaluate(
     *,
     hubness_k: int | None = None,
     parts: bool = False,
+    part_weight: float = PART_WEIGHT,
 ) -> dict[str, Any]:
     """The protocol's metrics for an encoder ``list[str] -> (N, D)``.
 
@@ -77,7 +82,7 @@ def evaluate(
 
     With ``parts``, each lemma of a corpus text with several is embedded too, and a text is
     scored through its whole and its nearest lemma (``rank_of_correct``'s ``corpus_parts``,
-    weight :data:`PART_WEIGHT`); the metrics without parts come under ``"without_parts"``.
+    weight ``part_weight``); the metrics without parts come under ``"without_parts"``.
     """
     queries = _embeddings(encode, task.test_queries)
     corpus = _embeddings(encode, task.corpus)
@@ -90,7 +95,7 @@ def evaluate(
             corpus,
             task.test_targets,
             corpus_parts=corpus_parts,
-            part_weight=PART_WEIGHT,
+            part_weight=part_weight,
         )
         with_parts: dict[str, Any] = rank_metrics(ranks, ks=(1, 10))
         with_parts["without_parts"] = {k: round(v, 4) for k, v in plain.items()}
@@ -103,6 +108,35 @@ def evaluate(
     corrected: dict[str, Any] = rank_metrics(ranks, ks=(1, 10))
     corrected["uncorrected"] = {k: round(v, 4) for k, v in plain.items()}
     return corrected
+
+
+def validated_part_weight(
+    encode: Callable[[list[str]], Any], task: WordNetRetrievalTask
+) -> tuple[float, dict[str, dict[str, float]]]:
+    """The part weight of :data:`PART_WEIGHT_GRID` with the best Recall@1 on the task's
+    validation split (ties: the better MRR@10, then the smaller weight), and every weight's
+    validation metrics. No test query or corpus text is embedded."""
+    if not task.validation_queries:
+        raise SystemExit("no validation split at this num_train (T = 20,000 leaves none)")
+    queries = _embeddings(encode, task.validation_queries)
+    corpus = _embeddings(encode, task.validation_corpus)
+    part_texts, part_items = text_parts(task.validation_corpus)
+    corpus_parts = (_embeddings(encode, part_texts), part_items)
+    curve = {}
+    for weight in PART_WEIGHT_GRID:
+        ranks = rank_of_correct(
+            queries,
+            corpus,
+            task.validation_targets,
+            corpus_parts=corpus_parts,
+            part_weight=weight,
+        )
+        curve[str(weight)] = {k: round(v, 4) for k, v in rank_metrics(ranks, ks=(1, 10)).items()}
+    best = max(
+        PART_WEIGHT_GRID,
+        key=lambda w: (curve[str(w)]["recall_at_1"], curve[str(w)]["mrr_at_10"], -w),
+    )
+    return best, curve
 
 
 def tripletkit_encoder(model: torch.nn.Module) -> Callable[[list[str]], Any]:
@@ -214,6 +248,11 @@ def _tripletkit_train(
     else:
         corpus = task.train_documents
     model = create_model("text_encoder")
+    shuffle_parts = options.pop("shuffle_parts", None)
+    if shuffle_parts is not None:  # positives' lemmas shuffled and dropped (ShuffleParts)
+        from tripletkit.training.text_pairs import ShuffleParts
+
+        options["positive_augment"] = ShuffleParts(**shuffle_parts)
     dropout = options.pop("dropout", None)
     if dropout is not None:  # every dropout of the transformer (hidden and attention) at this p
         for module in model.modules():
@@ -460,6 +499,20 @@ TRIPLETKIT_RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
             "seed": 1,
         },
     ),
+    "tk-mnrl-hb-remine-2ep-unused3-lr2e4-shuffle": (
+        "as tk-mnrl-hb-remine-2ep-unused3-lr2e4, each training positive of several lemmas "
+        "augmented at every step with probability 0.5: its lemmas shuffled, each dropped with "
+        "probability 0.3 (ShuffleParts; mining sees the documents as they are)",
+        {
+            **_MNRL_HB,
+            "epochs": 2,
+            "lr": 2e-4,
+            "unused_documents": 20_000,
+            "corpus_negatives": 3,
+            "corpus_mining_options": {"rank_range": (1, 10), "max_score_ratio": 0.95},
+            "shuffle_parts": {"p": 0.5, "drop": 0.3},
+        },
+    ),
     "tk-mnrl-hb-remine-2ep-unused3-lr2e4-soup2": (
         "tk-mnrl-hb-remine-2ep-unused3-lr2e4 trained with seeds 0 and 1 (pair order and "
         "dropout), their weights averaged (a uniform model soup): twice the training, the "
@@ -530,8 +583,10 @@ def run_recipe(
     record: dict[str, Any] = {"recipe": name}
     extra: dict[str, Any] = {}
     name, _, ranking = name.partition("+")
-    if ranking not in ("", "csls", "parts"):
-        raise SystemExit(f"unknown ranking {ranking!r} in {record['recipe']!r}; known: csls, parts")
+    if ranking not in ("", "csls", "parts", "parts-val"):
+        raise SystemExit(
+            f"unknown ranking {ranking!r} in {record['recipe']!r}; known: csls, parts, parts-val"
+        )
     if name == "untuned":
         model = create_model("text_encoder")
         encode, seconds = tripletkit_encoder(model), 0.0
@@ -566,8 +621,8 @@ def run_recipe(
     else:
         known = ["untuned", "st-mnrl", "st-mnrl-1.4ep", "st-triplet", *TRIPLETKIT_RECIPES]
         raise SystemExit(
-            f"unknown recipe {name!r}; known: {', '.join(known)} (each also as NAME+csls or "
-            "NAME+parts)"
+            f"unknown recipe {name!r}; known: {', '.join(known)} (each also as NAME+csls, "
+            "NAME+parts or NAME+parts-val)"
         )
     if ranking == "csls":
         record["description"] += (
@@ -580,12 +635,27 @@ def run_recipe(
             f"through its whole and its nearest lemma: distance (1 - {PART_WEIGHT}) × its own + "
             f"{PART_WEIGHT} × the nearer of its own and its nearest lemma's"
         )
+    part_weight = PART_WEIGHT
+    if ranking == "parts-val":
+        part_weight, curve = validated_part_weight(encode, task)
+        record["validation_part_weights"] = curve
+        record["description"] += (
+            "; each corpus text of several lemmas also embedded lemma by lemma, and scored "
+            f"through its whole and its nearest lemma: distance (1 - w) × its own + w × the "
+            f"nearer of its own and its nearest lemma's, w = {part_weight} chosen from "
+            f"{', '.join(map(str, PART_WEIGHT_GRID))} by Recall@1 on the validation split "
+            f"({len(task.validation_queries):,} queries of the synsets between the training "
+            f"pairs and the distractors, a corpus of their {len(task.validation_corpus):,} "
+            "documents)"
+        )
+        record["part_weight"] = part_weight
     start = time.perf_counter()
     metrics = evaluate(
         encode,
         task,
         hubness_k=HUBNESS_K if ranking == "csls" else None,
-        parts=ranking == "parts",
+        parts=ranking in ("parts", "parts-val"),
+        part_weight=part_weight,
     )
     record.update({k: v if isinstance(v, dict) else round(v, 4) for k, v in metrics.items()})
     record["train_seconds"] = round(seconds, 1)
@@ -626,6 +696,15 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
             description += (
                 f" (the members as an ensemble, scores averaged: R@1 {ensemble['recall_at_1']:.4f}"
                 f", R@10 {ensemble['recall_at_10']:.4f}, MRR@10 {ensemble['mrr_at_10']:.4f})"
+            )
+        if record.get("validation_part_weights"):
+            description += (
+                " (validation R@1 by weight: "
+                + ", ".join(
+                    f"{w} {m['recall_at_1']:.4f}"
+                    for w, m in record["validation_part_weights"].items()
+                )
+                + ")"
             )
         for key, label in (("uncorrected", "uncorrected"), ("without_parts", "without parts")):
             if record.get(key):

@@ -55,6 +55,27 @@ def test_split_and_corpus_on_synthetic_synsets() -> None:
         assert task.corpus[target] == f"doc{int(query[3:]) % 1000}"
 
 
+def test_validation_split_lies_between_train_and_distractors() -> None:
+    synsets = [
+        Synset(i, "n", 3, (f"doc{i % 5000}",), f"def{i}", (), f"def{i}") for i in range(43_000)
+    ]
+    idx = list(range(43_000))
+    random.Random(0).shuffle(idx)
+    task = wordnet_retrieval_task(num_train=15_000, synsets=synsets)
+    between = idx[17_000:22_000]  # after the 2,000 test and 15,000 train synsets
+    assert task.validation_queries == [f"def{i}" for i in between[:2000]]
+    expected_corpus = list(dict.fromkeys(f"doc{i % 5000}" for i in between))
+    assert task.validation_corpus == expected_corpus
+    for query, target in zip(task.validation_queries, task.validation_targets, strict=True):
+        assert task.validation_corpus[target] == f"doc{int(query[3:]) % 5000}"
+    used = set(idx[:17_000]) | set(idx[22_000:42_000])
+    assert not {int(q[3:]) for q in task.validation_queries} & used
+    # T = 20,000 leaves nothing between the training pairs and the distractors.
+    full = wordnet_retrieval_task(num_train=20_000, synsets=synsets)
+    assert full.validation_queries == [] and full.validation_corpus == []
+    assert full.validation_targets.shape == (0,)
+
+
 def test_unused_documents_come_from_after_the_distractors_only() -> None:
     # Synsets from 43,000 on have unique documents; the others repeat corpus texts, so only the
     # unique ones that the shuffle puts after the distractors may appear.
@@ -88,3 +109,8 @@ def test_real_wordnet_task_sizes() -> None:
     assert len(task.corpus) == 21_149
     assert not set(task.unused_documents) & (set(task.corpus) | set(task.train_documents))
     assert len(task.unused_documents) > 60_000
+    assert len(task.validation_queries) == 2000
+    # Synset-disjoint from test and train (tested above); a few glosses repeat across synsets.
+    shared = set(task.validation_queries) & set(task.test_queries + task.train_queries)
+    assert len(shared) < 20
+    assert len(set(task.validation_corpus)) == len(task.validation_corpus) > 10_000

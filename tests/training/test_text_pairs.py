@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from tripletkit.training.text_pairs import (
+    ShuffleParts,
     _parameter_groups,
     hard_batch_plan,
     layer_depths,
@@ -159,11 +160,12 @@ def test_fixed_negatives_and_in_batch_only() -> None:
         (dict(epochs=0), "epochs"),
         (dict(layer_lr_decay=0.0), "layer_lr_decay"),
         (dict(layer_lr_decay=1.5), "layer_lr_decay"),
+        (dict(positive_augment="shuffle"), "positive_augment must be a callable"),
     ],
 )
 def test_bad_options(kwargs, message) -> None:
     queries, documents = _pairs(4)
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises((ValueError, TypeError), match=message):
         train_text_pairs(BagOfWords(), queries, documents, progress=False, **kwargs)
 
 
@@ -441,3 +443,147 @@ def test_layer_depths_and_layer_wise_learning_rates() -> None:
     assert [p for g in plain for p in g["params"]] == [
         p for p in model.parameters() if p.dim() > 1
     ] + [p for p in model.parameters() if p.dim() <= 1]
+
+
+# Positive augmentation ------------------------------------------------------------------------
+
+
+@given(
+    parts=st.lists(st.sampled_from(["a", "b", "c d", "e", "f g h"]), min_size=0, max_size=6),
+    p=st.sampled_from([0.0, 0.5, 1.0]),
+    drop=st.sampled_from([0.0, 0.3, 0.9]),
+    seed=st.integers(0, 2**16),
+)
+def test_shuffle_parts_keeps_a_non_empty_sub_multiset(parts, p, drop, seed) -> None:
+    text = ", ".join(parts)
+    out = ShuffleParts(p=p, drop=drop)(text, random.Random(seed))
+    if len(parts) < 2 or p == 0:
+        assert out == text  # one part (or none), or never augmented: untouched
+        return
+    kept = out.split(", ")
+    assert 1 <= len(kept) <= len(parts)
+    remaining = list(parts)
+    for part in kept:  # a sub-multiset: duplicates are kept at most as often as they occur
+        remaining.remove(part)
+    if drop == 0:
+        assert sorted(kept) == sorted(parts)
+
+
+def test_shuffle_parts_rates() -> None:
+    """Over many draws: augmented with probability p; each part dropped with probability drop;
+    every order of the kept parts appears."""
+    augment = ShuffleParts(p=0.5, drop=0.3)
+    rng = random.Random(0)
+    text = "a, b, c, d"
+    outs = [augment(text, rng) for _ in range(20_000)]
+    changed = [o for o in outs if o != text]
+    # P(unchanged | augmented) = P(all kept and the shuffle is the identity) = 0.7^4 / 24.
+    expected_changed = 0.5 * (1 - 0.7**4 / 24)
+    assert abs(len(changed) / len(outs) - expected_changed) < 0.015
+    # Among the changed draws, the mean number of parts kept: 4 * 0.7 parts per augmented draw
+    # (+ 1 for the 0.3^4 whose parts were all dropped: one is kept), less the unchanged ones
+    # (all 4 kept, identity order: probability 0.7^4 / 24).
+    unchanged = 0.7**4 / 24
+    mean_kept = sum(len(o.split(", ")) for o in changed) / len(changed)
+    assert abs(mean_kept - (4 * 0.7 + 0.3**4 - 4 * unchanged) / (1 - unchanged)) < 0.03
+    full = {o for o in outs if len(o.split(", ")) == 4}
+    assert len(full) == 24
+
+
+def test_shuffle_parts_other_separator_and_empty_parts() -> None:
+    augment = ShuffleParts(separator=" | ", p=1.0, drop=0.0)
+    out = augment("x |  | y | z", random.Random(3))
+    assert sorted(out.split(" | ")) == ["x", "y", "z"]  # the empty piece is not a part
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(p=1.5), "p must be"),
+        (dict(p=True), "p must be"),
+        (dict(drop=-0.1), "drop must be"),
+        (dict(drop=1.0), "drop must be below 1"),
+        (dict(separator=""), "separator"),
+    ],
+)
+def test_shuffle_parts_bad_options(kwargs, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        ShuffleParts(**kwargs)
+
+
+def test_positive_augment_reaches_the_steps_only() -> None:
+    """The augmentation changes the positives a step embeds, never the queries, the mining or
+    the pairs' order: with an augmentation that tags its input, every step embeds the same
+    pairs as without it, with tagged positives, and mining embeds the documents as given."""
+    queries, documents = _group_pairs()
+    corpus = [f"x{j} g{j % GROUPS}" for j in range(12)]
+    calls: list[str] = []
+
+    def tag(text: str, rng: random.Random) -> str:
+        assert isinstance(rng, random.Random)
+        calls.append(text)
+        return text + " tagged"
+
+    runs = {}
+    for augment in (None, tag):
+        embedded: list[tuple[bool, list[str]]] = []
+
+        class Spy(GroupEncoder):
+            def __init__(self, log):
+                super().__init__()
+                self.log = log
+
+            def forward(self, texts):
+                self.log.append((torch.is_grad_enabled(), list(texts)))
+                return super().forward(texts)
+
+        train_text_pairs(
+            Spy(embedded),
+            queries,
+            documents,
+            corpus=corpus,
+            hard_batches=True,
+            num_negatives=3,
+            loss="mnrl",
+            batch_size=4,
+            epochs=2,
+            remine_every=1,
+            lr=1e-3,
+            positive_augment=augment,
+            progress=False,
+        )
+        runs[augment is None] = embedded
+    plain, tagged = runs[True], runs[False]
+    assert len(plain) == len(tagged)
+    for (grad_a, texts_a), (grad_b, texts_b) in zip(plain, tagged, strict=True):
+        assert grad_a == grad_b
+        if grad_a and texts_a[0].startswith("d"):  # a step's documents: positives first
+            assert texts_b[:4] == [t + " tagged" for t in texts_a[:4]]
+            assert texts_b[4:] == texts_a[4:]  # appended negatives untouched
+        else:  # queries, and every mining pass
+            assert texts_b == texts_a
+    assert len(calls) == 2 * len(documents)  # each positive once per epoch
+
+
+def test_positive_augment_draws_are_reproducible() -> None:
+    queries, documents = _pairs(8)
+    documents = [f"{d}, alias{i}, other{i}" for i, d in enumerate(documents)]
+    seen = []
+    for _ in range(2):
+        model = CountingBagOfWords()
+        train_text_pairs(
+            model,
+            queries,
+            documents,
+            loss="mnrl",
+            batch_size=4,
+            epochs=1,
+            lr=1e-3,
+            positive_augment=ShuffleParts(p=1.0, drop=0.3),
+            seed=5,
+            progress=False,
+        )
+        seen.append(model.batches)
+    assert seen[0] == seen[1]
+    positives = [t for texts in seen[0] for t in texts if not t.startswith("q")]
+    assert any(t not in documents for t in positives)  # some were augmented

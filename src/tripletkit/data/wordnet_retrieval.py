@@ -11,6 +11,11 @@ libraries.
 * Rank (:func:`tripletkit.evaluation.text.rank_of_correct`) = 1 + the number of unique corpus
   texts scoring strictly higher than the correct one; Recall@1, Recall@10 and MRR@10 over the
   2,000 test queries (:func:`tripletkit.evaluation.text.rank_metrics`).
+* Outside the protocol, for choices made before testing (e.g. a ranking option): a validation
+  split from the synsets between the training pairs and the distractors
+  (``idx[2000 + T:22000]``, which T < 20,000 leaves unused): the first 2,000 (fewer if fewer
+  remain) are the validation queries, and the documents of all of them, de-duplicated, the
+  validation corpus. Never test, train or distractor synsets.
 * Outside the protocol, for recipes that want unlabelled text: the documents of the synsets
   after the distractors (``idx[42000:]``, never test, train or distractor synsets), without
   their definitions and without any text that is also a corpus or training document.
@@ -55,6 +60,9 @@ class WordNetRetrievalTask:
         train_keys: the synset key of each training pair (an id for the pair).
         unused_documents: unique documents of ``idx[42000:]`` that are neither corpus nor
             training texts (no pairs: their definitions are not used).
+        validation_queries, validation_targets, validation_corpus: the validation split (see
+            the module docstring; empty when T = 20,000): queries, the row of each one's
+            document in ``validation_corpus``, and that corpus.
     """
 
     test_queries: list[str]
@@ -64,6 +72,9 @@ class WordNetRetrievalTask:
     train_documents: list[str]
     train_keys: list[str]
     unused_documents: list[str]
+    validation_queries: list[str]
+    validation_targets: np.ndarray
+    validation_corpus: list[str]
 
 
 def deduplicate_texts(texts: Sequence[str]) -> tuple[list[str], np.ndarray]:
@@ -109,6 +120,8 @@ def wordnet_retrieval_task(
     test = [synsets[i] for i in idx[:NUM_TEST]]
     train = [synsets[i] for i in idx[NUM_TEST : NUM_TEST + num_train]]
     distractors = [synsets[i] for i in idx[DISTRACTOR_RANGE[0] : DISTRACTOR_RANGE[1]]]
+    validation = [synsets[i] for i in idx[NUM_TEST + num_train : DISTRACTOR_RANGE[0]]]
+    validation_corpus, validation_rows = deduplicate_texts([s.document for s in validation])
     corpus, rows = deduplicate_texts([s.document for s in test + distractors])
     taken = set(corpus) | {s.document for s in train}
     unused, _ = deduplicate_texts(
@@ -126,4 +139,7 @@ def wordnet_retrieval_task(
         train_documents=[s.document for s in train],
         train_keys=[s.key for s in train],
         unused_documents=unused,
+        validation_queries=[s.definition for s in validation[:NUM_TEST]],
+        validation_targets=validation_rows[:NUM_TEST],
+        validation_corpus=validation_corpus,
     )

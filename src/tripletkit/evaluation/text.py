@@ -41,6 +41,7 @@ __all__ = [
     "evaluate_text_retrieval",
     "rank_metrics",
     "rank_of_correct",
+    "split_parts",
     "text_parts",
     "text_ranking_metrics",
 ]
@@ -278,6 +279,18 @@ def rank_of_correct(
     return ranks
 
 
+def split_parts(text: str, separator: str = ", ") -> list[str]:
+    """The parts of one text: its pieces between ``separator``, stripped, empty ones dropped.
+
+    >>> split_parts(" dog,  domestic dog, , Canis familiaris")
+    ['dog', 'domestic dog', 'Canis familiaris']
+    """
+    if not separator:
+        raise ValueError("separator must be a non-empty string")
+    pieces = (piece.strip() for piece in text.split(separator))
+    return [piece for piece in pieces if piece]
+
+
 def text_parts(texts: Sequence[str], separator: str = ", ") -> tuple[list[str], np.ndarray]:
     """The parts of every text that has more than one: ``(part_texts, part_items)``, with
     ``part_items[i]`` the index of the text ``part_texts[i]`` came from; for
@@ -291,8 +304,7 @@ def text_parts(texts: Sequence[str], separator: str = ", ") -> tuple[list[str], 
     part_texts: list[str] = []
     items: list[int] = []
     for index, text in enumerate(texts):
-        pieces = [piece.strip() for piece in text.split(separator)]
-        pieces = [piece for piece in pieces if piece]
+        pieces = split_parts(text, separator)
         if len(pieces) > 1:
             part_texts += pieces
             items += [index] * len(pieces)

@@ -62,12 +62,19 @@ from typing import Any
 
 import torch
 
+from tripletkit.evaluation.text import split_parts
 from tripletkit.losses import BatchTripletLoss, MultipleNegativesRankingLoss
 from tripletkit.models.embedding import uses_projector
 from tripletkit.training.schedule import lr_factor
 from tripletkit.validation import check_choice, check_positive
 
-__all__ = ["TEXT_PAIR_LOSSES", "TextPairResult", "hard_batch_plan", "train_text_pairs"]
+__all__ = [
+    "TEXT_PAIR_LOSSES",
+    "ShuffleParts",
+    "TextPairResult",
+    "hard_batch_plan",
+    "train_text_pairs",
+]
 
 TEXT_PAIR_LOSSES: tuple[str, ...] = ("triplet", "mnrl")
 
@@ -91,6 +98,51 @@ class TextPairResult:
     mining_seconds: float = 0.0
     minings: int = 0
     mining_dropped: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ShuffleParts:
+    """A positive augmentation for documents made of parts (a synonym list, tags, chunks): with
+    probability ``p``, the document's parts (:func:`~tripletkit.evaluation.text.split_parts`) in
+    random order, each dropped with probability ``drop`` (one is always kept). A document of one
+    part is left as it is. For :func:`train_text_pairs`'s ``positive_augment``: the model learns
+    that a list is the same whatever its order, and that a query matches a document through some
+    of its parts, as :func:`~tripletkit.evaluation.text.rank_of_correct`'s ``corpus_parts`` score.
+
+    >>> augment = ShuffleParts(p=1.0, drop=0.0)
+    >>> augment("dog, domestic dog, Canis familiaris", random.Random(1))
+    'dog, Canis familiaris, domestic dog'
+    >>> augment("cat", random.Random(1))
+    'cat'
+    """
+
+    separator: str = ", "
+    p: float = 0.5
+    drop: float = 0.3
+
+    def __post_init__(self) -> None:
+        if not self.separator:
+            raise ValueError("separator must be a non-empty string")
+        for name in ("p", "drop"):
+            value = getattr(self, name)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not 0 <= value <= 1
+            ):
+                raise ValueError(f"{name} must be a number in [0, 1]; got {value!r}")
+        if self.drop == 1:
+            raise ValueError("drop must be below 1: drop = 1 would keep one random part only")
+
+    def __call__(self, text: str, rng: random.Random) -> str:
+        if rng.random() >= self.p:
+            return text
+        parts = split_parts(text, self.separator)
+        if len(parts) < 2:
+            return text
+        kept = [part for part in parts if rng.random() >= self.drop] or [rng.choice(parts)]
+        rng.shuffle(kept)
+        return self.separator.join(kept)
 
 
 def _embed_batch(model: torch.nn.Module, texts: list[str]) -> torch.Tensor:
@@ -235,6 +287,7 @@ def train_text_pairs(
     weight_decay: float = 0.01,
     max_grad_norm: float | None = 1.0,
     layer_lr_decay: float | None = None,
+    positive_augment: Callable[[str, random.Random], str] | None = None,
     seed: int = 0,
     progress: bool = True,
     on_step: Callable[[int, float], None] | None = None,
@@ -275,6 +328,10 @@ def train_text_pairs(
             transformer's layer ``i`` of ``L`` trains at ``lr · decay^(L - i)``, its embeddings
             at ``lr · decay^(L + 1)``, everything above the layers at ``lr`` (see
             :func:`layer_depths`).
+        positive_augment: ``augment(positive, rng) -> text``, applied to every positive of a
+            training step (mining and the batches' plan see the positives as given), e.g.
+            :class:`ShuffleParts`; ``rng`` is its own ``random.Random`` seeded from ``seed``,
+            so the pairs' order does not depend on it.
         seed: the order of the pairs.
         progress: show a progress bar.
         on_step: called as ``on_step(step, loss)`` after every step.
@@ -297,6 +354,11 @@ def train_text_pairs(
         raise ValueError(f"batch_size must be an integer >= 2; got {batch_size!r}")
     if layer_lr_decay is not None and not 0 < layer_lr_decay <= 1:
         raise ValueError(f"layer_lr_decay must be in (0, 1]; got {layer_lr_decay!r}")
+    if positive_augment is not None and not callable(positive_augment):
+        raise TypeError(
+            "positive_augment must be a callable augment(text, rng) -> text, e.g. "
+            f"ShuffleParts(); got {type(positive_augment).__name__}"
+        )
     if negatives is not None and corpus is not None:
         raise ValueError("give either negatives (fixed) or corpus (to mine them from), not both")
     if negatives is not None and len(negatives) != len(queries):
@@ -375,6 +437,7 @@ def train_text_pairs(
     )
 
     rng = random.Random(seed)
+    augment_rng = random.Random(f"positive_augment-{seed}")
     pairs_of_text: dict[str, list[int]] = {}
     for i, text in enumerate(positives):
         pairs_of_text.setdefault(text, []).append(i)
@@ -417,7 +480,12 @@ def train_text_pairs(
                 loss_fn,
                 symmetric,
                 [queries[i] for i in batch],
-                [positives[i] for i in batch],
+                [
+                    positives[i]
+                    if positive_augment is None
+                    else positive_augment(positives[i], augment_rng)
+                    for i in batch
+                ],
                 [appended[i] if hard_batches else current[i] for i in batch],
             )
             step_loss.backward()
