@@ -513,6 +513,20 @@ TRIPLETKIT_RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
             "shuffle_parts": {"p": 0.5, "drop": 0.3},
         },
     ),
+    "tk-mnrl-hb-remine-2ep-unused3-lr2e4-shuffle-seed1": (
+        "tk-mnrl-hb-remine-2ep-unused3-lr2e4-shuffle with seed 1 (pair order, augmentation and "
+        "dropout): the run-to-run spread",
+        {
+            **_MNRL_HB,
+            "epochs": 2,
+            "lr": 2e-4,
+            "unused_documents": 20_000,
+            "corpus_negatives": 3,
+            "corpus_mining_options": {"rank_range": (1, 10), "max_score_ratio": 0.95},
+            "shuffle_parts": {"p": 0.5, "drop": 0.3},
+            "seed": 1,
+        },
+    ),
     "tk-mnrl-hb-remine-2ep-unused3-lr2e4-soup2": (
         "tk-mnrl-hb-remine-2ep-unused3-lr2e4 trained with seeds 0 and 1 (pair order and "
         "dropout), their weights averaged (a uniform model soup): twice the training, the "

@@ -137,6 +137,27 @@ def test_evaluate_text_with_hubness_bank_matches_brute_force(run_dir, vectors, t
     assert "--protocol text only" in capsys.readouterr().err
 
 
+def test_evaluate_part_separator_usage_errors(run_dir, capsys):
+    text = ["evaluate", "--model", str(run_dir), "--data", "digits", "--protocol", "text"]
+    text += ["--query-data", "digits", "--quiet"]
+    cases = [
+        (
+            ["evaluate", "--model", str(run_dir), "--data", "digits", "--part-separator", ","],
+            "--protocol text only",
+        ),
+        ([*text, "--part-separator", ""], "non-empty"),
+        (
+            [*text, "--part-separator", ",", "--part-weight", "1.5"],
+            "--part-weight must be in [0, 1]",
+        ),
+        ([*text, "--part-separator", ","], "needs a text model"),  # the digits run takes images
+    ]
+    for argv, message in cases:
+        assert cli_main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], (argv, err)
+
+
 def _digit_png(path, index: int) -> str:
     image = load_digits().images[index]
     Image.fromarray(np.asarray(image).reshape(image.shape[-2:]).astype(np.uint8)).save(path)
@@ -201,6 +222,29 @@ def test_image_folder_is_decoded_for_a_one_channel_model(run_dir, tmp_path):
     assert written.labels == [0, 0, 0, 1, 1, 1]
     expected = embed_inputs(load_run(run_dir), files).numpy()
     np.testing.assert_allclose(written.vectors, expected, atol=1e-5)
+
+
+def test_a_manifest_of_distinct_labels_embeds_and_evaluates(run_dir, tmp_path):
+    """A corpus in which every item is its own class (documents with their own ids) is not a
+    training set, and embedding or evaluating it must not ask for two items of a class."""
+    from tripletkit.inference import embed_inputs, load_run
+
+    files = [_digit_png(tmp_path / f"{i}.png", i) for i in range(3)]
+    manifest = tmp_path / "items.csv"
+    manifest.write_text("path,label\n" + "".join(f"{f},item{i}\n" for i, f in enumerate(files)))
+    out = tmp_path / "items.parquet"
+    args = ["embed", "--model", str(run_dir), "--data", str(manifest), "--quiet"]
+    assert cli_main([*args, "--out", str(out)]) == 0
+    written = read_vectors(out)
+    expected = embed_inputs(load_run(run_dir), files).numpy()
+    np.testing.assert_allclose(written.vectors, expected, atol=1e-5)
+    # Each item retrieves itself: the query set is the corpus, so every query's only relevant
+    # item is at its own distance 0.
+    metrics_out = tmp_path / "metrics.json"
+    evaluate = ["evaluate", "--model", str(run_dir), "--data", str(manifest), "--quiet"]
+    evaluate += ["--protocol", "text", "--query-data", str(manifest), "--out", str(metrics_out)]
+    assert cli_main(evaluate) == 0
+    assert json.loads(metrics_out.read_text())["metrics"]["recall_at_1"] == 1.0
 
 
 def test_verify_same_image_is_same_and_threshold_decides(run_dir, tmp_path, capsys):

@@ -307,6 +307,19 @@ def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--hubness-k", type=int, default=10, help="bank queries per corpus item (default 10)"
     )
+    parser.add_argument(
+        "--part-separator",
+        help="text: the corpus texts are made of parts separated by this string (e.g. ', ' for "
+        "lists of words or tags): each part of a text with several is embedded too, and a text "
+        "is ranked through its whole and its nearest part",
+    )
+    parser.add_argument(
+        "--part-weight",
+        type=float,
+        default=0.5,
+        help="with --part-separator: in [0, 1], a text's distance is (1 - w) × its own + w × "
+        "the nearer of its own and its nearest part's (default 0.5)",
+    )
     parser.add_argument("--out", help="also write the metrics as JSON here")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     parser.set_defaults(run=_run_evaluate)
@@ -322,7 +335,17 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         raise UsageError("--hubness-bank applies to --protocol text only")
     if args.hubness_k < 1:
         raise UsageError(f"--hubness-k must be >= 1; got {args.hubness_k}")
+    if args.part_separator is not None and args.protocol != "text":
+        raise UsageError("--part-separator applies to --protocol text only")
+    if args.part_separator == "":
+        raise UsageError("--part-separator must be a non-empty string")
+    if not 0.0 <= args.part_weight <= 1.0:
+        raise UsageError(f"--part-weight must be in [0, 1]; got {args.part_weight}")
     run = load_run(args.model)
+    if args.part_separator is not None and run.kind != "text":
+        raise UsageError(
+            f"--part-separator needs a text model; {args.model!r} takes {run.kind} inputs"
+        )
     dataset, sources = open_dataset(args.data, run)
     embedded = embed_dataset(run, dataset, sources, progress=not args.quiet)
     if embedded.labels is None:
@@ -379,8 +402,26 @@ def _run_evaluate(args: argparse.Namespace) -> int:
                 offsets = evaluation.hubness_offsets(
                     embedded.embeddings, bank.embeddings, args.hubness_k
                 )
+            parts = None
+            if args.part_separator is not None:
+                from tripletkit.evaluation.text import text_parts
+
+                part_texts, part_rows = text_parts(embedded.sources, args.part_separator)
+                if part_texts:
+                    part_embeddings = run.model.embed(part_texts, progress=not args.quiet)
+                    parts = (part_embeddings, part_rows)
+                print(
+                    f"{len(part_texts)} parts of {len(np.unique(part_rows))} of the "
+                    f"{len(embedded.sources)} corpus texts embedded (separator "
+                    f"{args.part_separator!r})"
+                )
             metrics = evaluation.evaluate_text_retrieval(
-                queries.embeddings, embedded.embeddings, qrels, document_offsets=offsets
+                queries.embeddings,
+                embedded.embeddings,
+                qrels,
+                document_offsets=offsets,
+                document_parts=parts,
+                part_weight=args.part_weight,
             ).metrics
     _print_metrics(f"{args.protocol} metrics of {args.model} on {args.data}:", metrics)
     _write_json(

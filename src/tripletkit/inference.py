@@ -166,13 +166,15 @@ def open_dataset(spec: str, run: LoadedRun) -> tuple[torch.utils.data.Dataset, l
     if run.kind == "vector":
         _refuse_unless(run, spec, "images or texts")
     # Labels are optional here: a corpus to embed or a hubness bank needs none (evaluation,
-    # which does, says so when they are missing).
+    # which does, says so when they are missing); nor need two items share one (a corpus of
+    # documents, each its own id, is what a text query set retrieves from).
     dataset = manifest_dataset(
         path,
         run.image_transform() if image else None,
         allow_outside_root=True,
         mode=run.image_mode if image else "RGB",
         require_labels=False,
+        require_positives=False,
     )
     _refuse_unless(run, spec, "texts" if getattr(dataset, "texts", None) is not None else "images")
     sources = getattr(dataset, "texts", None) or getattr(dataset, "paths", None)

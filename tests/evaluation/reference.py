@@ -21,6 +21,21 @@ def dense_distances(queries, references, metric: str) -> np.ndarray:
     return pairwise_distances(q, r, metric).numpy()
 
 
+def blended_distances(queries, references, parts, owners, metric, weight, offsets=None):
+    """Dense float64 brute force: every reference's own distance, lowered by its nearest part."""
+    own = dense_distances(queries, references, metric)
+    part = dense_distances(queries, parts, metric) if len(owners) else None
+    blended = own.copy()
+    for row in range(own.shape[1]):
+        mine = [i for i, owner in enumerate(owners) if owner == row]
+        if mine:
+            nearest = part[:, mine].min(axis=1)
+            blended[:, row] = own[:, row] - weight * np.maximum(own[:, row] - nearest, 0)
+    if offsets is not None:
+        blended += np.asarray(offsets, dtype=np.float64)
+    return blended
+
+
 def ranking(distances: np.ndarray, exclude_self: bool = False) -> list[list[int]]:
     """Each row's reference indices by (distance, index); a query's own index removed."""
     out = []

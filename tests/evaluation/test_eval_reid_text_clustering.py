@@ -117,6 +117,61 @@ def test_text_metrics_match_brute_force(seed, q, docs):
         assert result.metrics[name] == pytest.approx(np.mean(list(values.values())))
 
 
+@settings(max_examples=30, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    q=st.integers(1, 10),
+    docs=st.integers(1, 30),
+    num_parts=st.integers(0, 40),
+    weight=st.sampled_from([0.0, 0.25, 0.5, 1.0]),  # exact in binary: ties stay ties
+)
+def test_text_metrics_with_document_parts_match_brute_force(seed, q, docs, num_parts, weight):
+    rng = np.random.default_rng(seed)
+    queries, documents = integer_embeddings(seed, q), integer_embeddings(seed + 1, docs)
+    parts = integer_embeddings(seed + 2, num_parts)
+    owners = rng.integers(0, docs, size=num_parts)
+    qrels = {
+        i: {int(j): 1 for j in rng.choice(docs, size=min(docs, 3), replace=False)} for i in range(q)
+    }
+    ks = (1, 3, 100)
+    dense = reference.blended_distances(
+        queries, documents, parts, owners.tolist(), "squared_euclidean", weight
+    )
+    rankings = dict(enumerate(reference.ranking(dense)))
+    expected = reference.text(rankings, qrels, ks)
+    result = evaluate_text_retrieval(
+        queries,
+        documents,
+        qrels,
+        ks=ks,
+        distance="squared_euclidean",
+        document_parts=(parts, owners),
+        part_weight=weight,
+    )
+    for name, values in expected.items():
+        assert result.per_query[name] == pytest.approx(values), name
+
+
+def test_text_document_parts_by_hand():
+    # Cosine: document 0 is 1.0 from the query, one of its parts 0.0; document 1 is 0.2.
+    q = torch.tensor([[1.0, 0.0]])
+    documents = torch.tensor([[0.0, 1.0], [0.8, 0.6]])
+    parts = (torch.tensor([[1.0, 0.0], [-1.0, 0.0]]), [0, 0])
+    qrels = {0: {0: 1}}
+    plain = evaluate_text_retrieval(q, documents, qrels, ks=[1])
+    assert plain.metrics["recall_at_1"] == 0.0 and plain.metrics["mrr_at_10"] == 0.5
+    # Weight 0.5: document 0 at 0.5 * 1.0 + 0.5 * 0.0 = 0.5, still behind document 1's 0.2.
+    half = evaluate_text_retrieval(q, documents, qrels, ks=[1], document_parts=parts)
+    assert half.metrics["recall_at_1"] == 0.0
+    # Weight 0.9: document 0 at 0.1, now first.
+    most = evaluate_text_retrieval(
+        q, documents, qrels, ks=[1], document_parts=parts, part_weight=0.9
+    )
+    assert most.metrics["recall_at_1"] == 1.0
+    with pytest.raises(ValueError, match="part_weight"):
+        evaluate_text_retrieval(q, documents, qrels, document_parts=parts, part_weight=1.5)
+
+
 def test_text_hand_checked_ndcg():
     qrels = {"q": {"a": 3, "b": 1, "c": 0}}
     result = text_ranking_metrics({"q": ["c", "b", "x", "a"]}, qrels, ks=[2, 4])

@@ -207,21 +207,6 @@ def test_sorted_heaps_orders_by_value_then_index(rows, k, seed):
 # References with parts: d - w * max(d - nearest part's d, 0) ------------------------------------
 
 
-def _blended_reference(queries, references, parts, owners, metric, weight, offsets=None):
-    """Dense float64 brute force: every reference's own distance, lowered by its nearest part."""
-    own = reference.dense_distances(queries, references, metric)
-    part = reference.dense_distances(queries, parts, metric) if len(owners) else None
-    blended = own.copy()
-    for row in range(own.shape[1]):
-        mine = [i for i, owner in enumerate(owners) if owner == row]
-        if mine:
-            nearest = part[:, mine].min(axis=1)
-            blended[:, row] = own[:, row] - weight * np.maximum(own[:, row] - nearest, 0)
-    if offsets is not None:
-        blended += np.asarray(offsets, dtype=np.float64)
-    return blended
-
-
 @settings(max_examples=60, deadline=None)
 @given(
     seed=st.integers(0, 10_000),
@@ -270,7 +255,9 @@ def _check_knn_with_parts(
         reference_parts=(parts, owners.numpy()),
         part_weight=weight,
     )
-    dense = _blended_reference(queries, references, parts, owners.tolist(), metric, weight, offsets)
+    dense = reference.blended_distances(
+        queries, references, parts, owners.tolist(), metric, weight, offsets
+    )
     expected = reference.ranking(dense, exclude_self=against_itself)
     assert result.indices.tolist() == [row[:k] for row in expected]
     gathered = np.take_along_axis(dense, result.indices.numpy(), axis=1)

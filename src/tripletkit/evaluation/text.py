@@ -138,6 +138,8 @@ def evaluate_text_retrieval(
     distance: Metric | str = "cosine",
     tile_bytes: int = DEFAULT_TILE_BYTES,
     document_offsets: Any = None,
+    document_parts: tuple[Any, Any] | None = None,
+    part_weight: float = 0.5,
 ) -> TextRetrievalEvaluation:
     """Rank the documents for each query by exact search, then score with qrels.
 
@@ -151,6 +153,11 @@ def evaluate_text_retrieval(
         tile_bytes: memory for one tile of the search.
         document_offsets: ``(C,)`` numbers added to every distance to each document before
             ranking, e.g. :func:`tripletkit.evaluation.hubness.hubness_offsets`.
+        document_parts: ``(part_embeddings, part_rows)``: parts of documents (chunks of a long
+            text, the words of a list; :func:`text_parts`) and the document row of each; a
+            document is then ranked through its whole and its nearest part, as in
+            :func:`rank_of_correct`'s ``corpus_parts``.
+        part_weight: in ``[0, 1]``, the weight of the nearest-part term.
 
     Returns:
         A :class:`TextRetrievalEvaluation` (see :func:`text_ranking_metrics`).
@@ -192,6 +199,8 @@ def evaluate_text_retrieval(
             distance=distance,
             tile_bytes=tile_bytes,
             reference_offsets=document_offsets,
+            reference_parts=document_parts,
+            part_weight=part_weight,
         ):
             for offset, ranked in enumerate(indices):
                 rankings[wanted[start + offset]] = [document_ids[i] for i in ranked]
