@@ -20,7 +20,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
-import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -354,14 +353,20 @@ def resolve_config(
         setattr(section, field_name, coerced)
     try:
         _check_ranges(config)
-    except ValueError as err:
-        # Every range error names its key first ("config key 'data.p' must be ..."): the file that
-        # set that key is named too.
-        named = re.match(r"config key '([^']+)'", str(err))
-        if named and named.group(1) in source:
-            raise ValueError(f"config file {source[named.group(1)]!r}: {err}") from None
+    except ConfigKeyError as err:
+        if err.key in source:  # the file that set the key is named too
+            raise ValueError(f"config file {source[err.key]!r}: {err}") from None
         raise
     return config
+
+
+class ConfigKeyError(ValueError):
+    """A configuration key's value out of range: ``key`` names it, and the message starts with
+    ``config key 'KEY'``."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(f"config key {key!r}{message}")
+        self.key = key
 
 
 def _check_ranges(config: RunConfig) -> None:
@@ -376,35 +381,36 @@ def _check_ranges(config: RunConfig) -> None:
     }
     for key, value in positive.items():
         if not value > 0:
-            raise ValueError(f"config key {key!r} must be > 0; got {value!r}")
+            raise ConfigKeyError(key, f" must be > 0; got {value!r}")
     if config.model.projector is not None:
         from tripletkit.models.embedding import check_projector
 
         try:
             check_projector(config.model.projector)
         except ValueError as err:
-            raise ValueError(f"config key 'model.projector': {err}") from None
+            raise ConfigKeyError("model.projector", f": {err}") from None
     elif config.model.projector_frozen:
-        raise ValueError(
-            "config key 'model.projector_frozen' is true but there is no projector; set "
-            "model.projector (e.g. [128]) or leave model.projector_frozen false"
+        raise ConfigKeyError(
+            "model.projector_frozen",
+            " is true but there is no projector; set "
+            "model.projector (e.g. [128]) or leave model.projector_frozen false",
         )
     if config.model.embedding_dim is not None and config.model.embedding_dim < 1:
-        raise ValueError(
-            f"config key 'model.embedding_dim' must be > 0; got {config.model.embedding_dim}"
+        raise ConfigKeyError(
+            "model.embedding_dim", f" must be > 0; got {config.model.embedding_dim}"
         )
     if config.data.k < 2:
-        raise ValueError(
-            f"config key 'data.k' must be >= 2 (K items per class make the positive pairs); "
-            f"got {config.data.k}"
+        raise ConfigKeyError(
+            "data.k",
+            f" must be >= 2 (K items per class make the positive pairs); got {config.data.k}",
         )
     if config.data.p < 2:
-        raise ValueError(
-            f"config key 'data.p' must be >= 2 (negatives come from other classes); got {config.data.p}"
+        raise ConfigKeyError(
+            "data.p", f" must be >= 2 (negatives come from other classes); got {config.data.p}"
         )
     if not 0 <= config.optim.warmup_fraction < 1:
-        raise ValueError(
-            f"config key 'optim.warmup_fraction' must be in [0, 1); got {config.optim.warmup_fraction}"
+        raise ConfigKeyError(
+            "optim.warmup_fraction", f" must be in [0, 1); got {config.optim.warmup_fraction}"
         )
     if config.loss.margin is not None and config.loss.margin < 0:
-        raise ValueError(f"config key 'loss.margin' must be >= 0; got {config.loss.margin}")
+        raise ConfigKeyError("loss.margin", f" must be >= 0; got {config.loss.margin}")
