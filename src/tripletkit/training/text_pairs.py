@@ -108,6 +108,8 @@ class ShuffleParts:
     part is left as it is. For :func:`train_text_pairs`'s ``positive_augment``: the model learns
     that a list is the same whatever its order, and that a query matches a document through some
     of its parts, as :func:`~tripletkit.evaluation.text.rank_of_correct`'s ``corpus_parts`` score.
+    Measure it before adopting it: on the WordNet benchmark, whose test documents keep their
+    lemmas in WordNet's order, it cost 1.6 points of Recall@1 (README, "Text retrieval").
 
     >>> augment = ShuffleParts(p=1.0, drop=0.0)
     >>> augment("dog, domestic dog, Canis familiaris", random.Random(1))
