@@ -150,7 +150,11 @@ def test_evaluate_part_separator_usage_errors(run_dir, capsys):
             [*text, "--part-separator", ",", "--part-weight", "1.5"],
             "--part-weight must be in [0, 1]",
         ),
-        ([*text, "--part-separator", ","], "needs a text model"),  # the digits run takes images
+        ([*text, "--part-separator", ","], "needs a text model"),
+        (
+            [*text, "--part-weight", "0.5"],
+            "--part-weight needs --part-separator",
+        ),  # the digits run takes images
     ]
     for argv, message in cases:
         assert cli_main(argv) == 2

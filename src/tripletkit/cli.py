@@ -316,7 +316,6 @@ def _add_evaluate_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--part-weight",
         type=float,
-        default=0.5,
         help="with --part-separator: in [0, 1], a text's distance is (1 - w) × its own + w × "
         "the nearer of its own and its nearest part's (default 0.5)",
     )
@@ -339,8 +338,11 @@ def _run_evaluate(args: argparse.Namespace) -> int:
         raise UsageError("--part-separator applies to --protocol text only")
     if args.part_separator == "":
         raise UsageError("--part-separator must be a non-empty string")
-    if not 0.0 <= args.part_weight <= 1.0:
-        raise UsageError(f"--part-weight must be in [0, 1]; got {args.part_weight}")
+    if args.part_weight is not None:
+        if args.part_separator is None:
+            raise UsageError("--part-weight needs --part-separator (the parts it weighs)")
+        if not 0.0 <= args.part_weight <= 1.0:
+            raise UsageError(f"--part-weight must be in [0, 1]; got {args.part_weight}")
     run = load_run(args.model)
     if args.part_separator is not None and run.kind != "text":
         raise UsageError(
@@ -421,7 +423,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
                 qrels,
                 document_offsets=offsets,
                 document_parts=parts,
-                part_weight=args.part_weight,
+                part_weight=0.5 if args.part_weight is None else args.part_weight,
             ).metrics
     _print_metrics(f"{args.protocol} metrics of {args.model} on {args.data}:", metrics)
     _write_json(
