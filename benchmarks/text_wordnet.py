@@ -516,6 +516,13 @@ TRIPLETKIT_RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
         "lower)",
         {**_BEST, "corpus_mining_options": {"rank_range": (3, 20), "max_score_ratio": 0.95}},
     ),
+    "tk-mnrl-hb-remine-2ep-unused3-lr2e4-lex1": (
+        "as tk-mnrl-hb-remine-2ep-unused3-lr2e4, plus 1 lexical hard negative per query appended "
+        "to each step: the training or unused document with the longest lemma that the "
+        "definition contains word for word (mine_lexical_negatives; a definition names the "
+        "genus of its word, and the model ranks the genus first)",
+        {**_BEST, "lexical_negatives": 1},
+    ),
     "tk-mnrl-hb-remine-2ep-unused3-lr2e4-shuffle": (
         "as tk-mnrl-hb-remine-2ep-unused3-lr2e4, each training positive of several lemmas "
         "augmented at every step with probability 0.5: its lemmas shuffled, each dropped with "

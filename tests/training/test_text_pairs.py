@@ -587,3 +587,47 @@ def test_positive_augment_draws_are_reproducible() -> None:
     assert seen[0] == seen[1]
     positives = [t for texts in seen[0] for t in texts if not t.startswith("q")]
     assert any(t not in documents for t in positives)  # some were augmented
+
+
+@pytest.mark.parametrize("hard_batches", [False, True])
+def test_lexical_negatives_reach_every_step(hard_batches) -> None:
+    """Each query's mentioned documents (from the corpus or another pair's positive) are appended
+    to every step that trains it, after the mined ones, and the mining stays as it was."""
+    queries = [f"q{i} about d{(i + 1) % 8} and x{i}" for i in range(8)]
+    documents = [f"d{i}" for i in range(8)]
+    corpus = [f"x{i}" for i in range(8)] + ["y0", "y1"]
+    model = CountingBagOfWords()
+    result = train_text_pairs(
+        model,
+        queries,
+        documents,
+        corpus=corpus,
+        hard_batches=hard_batches,
+        corpus_negatives=1,
+        num_negatives=1,
+        lexical_negatives=2,
+        batch_size=4,
+        epochs=2,
+        lr=1e-3,
+        loss="triplet",
+        progress=False,
+    )
+    assert result.steps == 4
+    for texts in model.batches[1::2]:  # the documents of each step
+        positives, negatives = texts[:4], texts[4:]
+        for positive in positives:
+            i = int(positive[1:])
+            # query i mentions d{i+1} (both of length 2: either may come first) and x{i}
+            lexical = {f"d{(i + 1) % 8}", f"x{i}"}
+            assert lexical <= set(negatives)
+        # one mined negative per query, then its two lexical ones not already mined
+        assert 4 * 2 <= len(negatives) <= 4 * 3
+
+
+def test_lexical_negatives_bad_value() -> None:
+    queries, documents = _pairs(4)
+    for value in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="lexical_negatives"):
+            train_text_pairs(
+                BagOfWords(), queries, documents, lexical_negatives=value, progress=False
+            )

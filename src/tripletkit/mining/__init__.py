@@ -9,6 +9,8 @@
 * :mod:`~tripletkit.mining.negatives`: ``mine_hard_negatives``, offline hard negatives for
   (query, positive) text pairs from a corpus through the vector index, with false-negative guards
   and resumable chunks (import it from there: it needs the ``index`` extra).
+* :mod:`~tripletkit.mining.lexical`: ``mine_lexical_negatives``, the documents a query names word
+  for word (lexical hard negatives, no model needed).
 """
 
 from tripletkit.mining.distributed import GatheredBatch, gather_batch, gather_with_grad

@@ -290,6 +290,8 @@ def train_text_pairs(
     max_grad_norm: float | None = 1.0,
     layer_lr_decay: float | None = None,
     positive_augment: Callable[[str, random.Random], str] | None = None,
+    lexical_negatives: int = 0,
+    lexical_separator: str | None = ", ",
     seed: int = 0,
     progress: bool = True,
     on_step: Callable[[int, float], None] | None = None,
@@ -334,6 +336,12 @@ def train_text_pairs(
             training step (mining and the batches' plan see the positives as given), e.g.
             :class:`ShuffleParts`; ``rng`` is its own ``random.Random`` seeded from ``seed``,
             so the pairs' order does not depend on it.
+        lexical_negatives: documents mentioned word for word in the query, appended per query
+            to every step (the longest mentions; see
+            :func:`~tripletkit.mining.lexical.mine_lexical_negatives`), from the positives and
+            ``corpus``: lexical hard negatives, found once (they do not depend on the model).
+        lexical_separator: splits a document into the parts matched in the query (``None``:
+            the whole text).
         seed: the order of the pairs.
         progress: show a progress bar.
         on_step: called as ``on_step(step, loss)`` after every step.
@@ -389,6 +397,12 @@ def train_text_pairs(
         remine_every = check_positive(remine_every, "remine_every")
         if corpus is None:
             raise ValueError("remine_every needs a corpus to mine from")
+    if (
+        isinstance(lexical_negatives, bool)
+        or not isinstance(lexical_negatives, int)
+        or lexical_negatives < 0
+    ):
+        raise ValueError(f"lexical_negatives must be an integer >= 0; got {lexical_negatives!r}")
     mining_options = dict(mining_options or {})
     corpus_options = (
         mining_options if corpus_mining_options is None else dict(corpus_mining_options)
@@ -431,6 +445,23 @@ def train_text_pairs(
 
     if corpus is not None:
         mine()
+    lexical: list[list[str]] = [[] for _ in queries]
+    if lexical_negatives:
+        from tripletkit.mining.lexical import mine_lexical_negatives
+
+        lexical_start = time.perf_counter()
+        # The pairs' positives and the corpus (with hard batches, the appended negatives' one).
+        others = (extra_corpus if hard_batches else corpus) or []
+        pool = positives + list(others)
+        lexical = mine_lexical_negatives(
+            queries,
+            positives,
+            pool,
+            num_negatives=lexical_negatives,
+            separator=lexical_separator,
+            seed=seed,
+        )
+        result.mining_seconds += time.perf_counter() - lexical_start
 
     parameters = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(_parameter_groups(model, lr, weight_decay, layer_lr_decay), lr=lr)
@@ -488,7 +519,7 @@ def train_text_pairs(
                     else positive_augment(positives[i], augment_rng)
                     for i in batch
                 ],
-                [appended[i] if hard_batches else current[i] for i in batch],
+                [_joined(appended[i] if hard_batches else current[i], lexical[i]) for i in batch],
             )
             step_loss.backward()
             if max_grad_norm is not None:
@@ -514,6 +545,14 @@ def train_text_pairs(
         model.eval()
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _joined(mined: list[str] | None, lexical: list[str]) -> list[str] | None:
+    """A query's mined negatives, then its lexical ones not already among them."""
+    if not lexical:
+        return mined
+    row = list(mined or [])
+    return row + [text for text in lexical if text not in row]
 
 
 def hard_batch_plan(
