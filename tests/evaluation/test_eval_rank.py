@@ -8,6 +8,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.evaluation.reference import blended_distances
 from tripletkit.evaluation.search import DEFAULT_TILE_BYTES
 from tripletkit.evaluation.text import rank_metrics, rank_of_correct, text_parts
 
@@ -175,3 +176,81 @@ def test_parts_are_compared_in_the_corpus_precision():
     parts = (torch.tensor([[1.0, 2e-4]]), [0])  # float32; item 0 through it at 2e-8
     assert rank_of_correct(q, corpus, [1], corpus_parts=parts, part_weight=1.0).tolist() == [1]
     assert rank_of_correct(q, corpus, [0], corpus_parts=parts, part_weight=1.0).tolist() == [2]
+
+
+# Offsets of single (query, item) pairs (pair_offsets) ---------------------------------------------
+
+
+def test_pair_offsets_by_hand() -> None:
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    # cosine distances: query 0 to items 0.0, 0.2, 1.0; query 1 to items 1.0, 0.4, 0.0
+    corpus = torch.tensor([[1.0, 0.0], [0.8, 0.6], [0.0, 1.0]])
+    assert rank_of_correct(q, corpus, [1, 1]).tolist() == [2, 2]
+    # +0.3 on (query 0, item 0): 0.3 > 0.2, item 1 first for query 0 only
+    pairs = ([0], [0], [0.3])
+    assert rank_of_correct(q, corpus, [1, 1], pair_offsets=pairs).tolist() == [1, 2]
+    # listed twice, a pair gets both: +0.1 +0.1 = 0.2 ties with item 1 (ties do not push down)
+    pairs = ([0, 0], [0, 0], [0.1, 0.1])
+    assert rank_of_correct(q, corpus, [1, 1], pair_offsets=pairs).tolist() == [1, 2]
+    # unsorted query rows, a negative offset, and with a corpus offset on top
+    pairs = ([1, 0], [1, 2], [-0.5, -0.9])
+    assert rank_of_correct(q, corpus, [2, 1], pair_offsets=pairs).tolist() == [2, 1]
+    both = rank_of_correct(
+        q, corpus, [2, 1], pair_offsets=pairs, corpus_offsets=[0.0, 0.0, 0.15]
+    ).tolist()
+    assert both == [3, 1]  # query 0: item 2 at 1.0 - 0.9 + 0.15 = 0.25, behind 0.0 and 0.2
+
+
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    num_items=st.integers(1, 10),
+    num_pairs=st.integers(0, 30),
+    weight=st.sampled_from([0.0, 0.5, 1.0]),
+    tile_bytes=st.sampled_from([64, 10_000, DEFAULT_TILE_BYTES]),
+)
+@settings(max_examples=60, deadline=None)
+def test_pair_offsets_match_a_dense_reference(seed, num_items, num_pairs, weight, tile_bytes):
+    rng = np.random.default_rng(seed)
+    q = rng.normal(size=(6, 3))
+    corpus = rng.normal(size=(num_items, 3))
+    part_items = rng.integers(0, num_items, size=4)
+    parts = rng.normal(size=(4, 3))
+    query_rows = rng.integers(0, 6, size=num_pairs)
+    item_rows = rng.integers(0, num_items, size=num_pairs)  # repeats: offsets add up
+    values = rng.choice([-0.5, 0.25, 1.0], size=num_pairs)
+    targets = rng.integers(0, num_items, size=6)
+    dense = blended_distances(q, corpus, parts, part_items, "cosine", weight)
+    np.add.at(dense, (query_rows, item_rows), values)
+    correct = dense[np.arange(6), targets]
+    expected = 1 + (dense < correct[:, None] - 1e-9).sum(axis=1)
+    # skip layouts whose order hangs on float rounding
+    gaps = np.abs(dense - correct[:, None])
+    gaps[np.arange(6), targets] = np.inf
+    if (gaps < 1e-5).any():
+        return
+    got = rank_of_correct(
+        torch.from_numpy(q).float(),
+        torch.from_numpy(corpus).float(),
+        targets,
+        corpus_parts=(torch.from_numpy(parts).float(), part_items),
+        part_weight=weight,
+        pair_offsets=(query_rows, item_rows, values),
+        tile_bytes=tile_bytes,
+    )
+    assert got.tolist() == expected.tolist()
+
+
+@pytest.mark.parametrize(
+    "pairs, message",
+    [
+        (([0], [0]), "three arrays"),
+        (([0, 1], [0], [1.0]), "shapes"),
+        (([2], [0], [1.0]), r"query_rows must lie in \[0, 1\]"),
+        (([0], [5], [1.0]), r"reference_rows must lie in \[0, 2\]"),
+        (([0.5], [0], [1.0]), "integers"),
+        (([0], [0], [float("nan")]), "finite"),
+    ],
+)
+def test_bad_pair_offsets(pairs, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        rank_of_correct(torch.ones(2, 3), torch.ones(3, 3), [0, 1], pair_offsets=pairs)

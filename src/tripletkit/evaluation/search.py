@@ -44,8 +44,10 @@ from tripletkit.validation import check_choice, check_embeddings, check_same_dim
 __all__ = [
     "DEFAULT_TILE_BYTES",
     "Neighbours",
+    "PairOffsets",
     "ReferenceParts",
     "as_embeddings",
+    "check_pair_offsets",
     "check_reference_offsets",
     "check_reference_parts",
     "iter_knn",
@@ -121,6 +123,76 @@ def check_reference_offsets(offsets: Any, num_references: int, name: str) -> np.
     if not bool(np.isfinite(values).all()):
         raise ValueError(f"{name} must be finite; got NaN or Inf")
     return values
+
+
+@dataclass(frozen=True)
+class PairOffsets:
+    """Offsets of single (query, reference) pairs (checked by :func:`check_pair_offsets`),
+    sorted by query row: ``values[i]`` is added to the distance of query ``query_rows[i]`` to
+    reference ``reference_rows[i]`` (a pair listed twice gets both)."""
+
+    query_rows: np.ndarray
+    reference_rows: np.ndarray
+    values: np.ndarray
+
+    def add_to(self, distances: torch.Tensor, start: int) -> None:
+        """Add the offsets of queries ``start .. start + len(distances)`` to ``distances`` (the
+        rows of those queries), in place."""
+        first, last = np.searchsorted(self.query_rows, [start, start + distances.shape[0]])
+        if first == last:
+            return
+        rows = torch.from_numpy(self.query_rows[first:last] - start).to(distances.device)
+        columns = torch.from_numpy(self.reference_rows[first:last]).to(distances.device)
+        values = torch.from_numpy(self.values[first:last]).to(distances)
+        distances.index_put_((rows, columns), values, accumulate=True)
+
+
+def check_pair_offsets(
+    pair_offsets: Any, num_queries: int, num_references: int, name: str
+) -> PairOffsets | None:
+    """``pair_offsets = (query_rows, reference_rows, values)``, three ``(N,)`` arrays, as a
+    :class:`PairOffsets`, or ``None`` for none: rows in range, values finite.
+
+    >>> check_pair_offsets(([1, 0], [2, 2], [0.5, -1]), 2, 3, "offsets").query_rows.tolist()
+    [0, 1]
+    """
+    if pair_offsets is None:
+        return None
+    try:
+        query_rows, reference_rows, values = (
+            np.asarray(part.detach().cpu() if isinstance(part, torch.Tensor) else part)
+            for part in pair_offsets
+        )
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"{name} must be (query_rows, reference_rows, values): three arrays of one length"
+        ) from None
+    size = query_rows.shape
+    if len(size) != 1 or reference_rows.shape != size or values.shape != size:
+        raise ValueError(
+            f"{name} has shapes {query_rows.shape}, {reference_rows.shape} and {values.shape}; "
+            "expected three (N,) arrays (query_rows, reference_rows, values)"
+        )
+    for rows, bound, what in (
+        (query_rows, num_queries, "query_rows"),
+        (reference_rows, num_references, "reference_rows"),
+    ):
+        if rows.size and not np.issubdtype(rows.dtype, np.integer):
+            raise ValueError(f"{name}: {what} must be integers; got {rows.dtype}")
+        if rows.size and (rows.min() < 0 or rows.max() >= bound):
+            raise ValueError(f"{name}: {what} must lie in [0, {bound - 1}]")
+    if values.size and (
+        not np.issubdtype(values.dtype, np.number)
+        or np.issubdtype(values.dtype, np.complexfloating)
+        or not bool(np.isfinite(values.astype(np.float64)).all())
+    ):
+        raise ValueError(f"{name}: values must be finite real numbers")
+    order = np.argsort(query_rows, kind="stable")
+    return PairOffsets(
+        query_rows=query_rows[order].astype(np.int64),
+        reference_rows=reference_rows[order].astype(np.int64),
+        values=values[order].astype(np.float64),
+    )
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from tripletkit.distances import METRICS, Metric, pairwise_distances_unchecked
 from tripletkit.evaluation.search import (
     DEFAULT_TILE_BYTES,
     as_embeddings,
+    check_pair_offsets,
     check_reference_offsets,
     check_reference_parts,
     iter_knn,
@@ -217,6 +218,7 @@ def rank_of_correct(
     corpus_offsets: Any = None,
     corpus_parts: tuple[Any, Any] | None = None,
     part_weight: float = 0.5,
+    pair_offsets: tuple[Any, Any, Any] | None = None,
 ) -> np.ndarray:
     """The rank of each query's one correct corpus item: ``1 +`` the number of corpus items
     strictly closer to the query than the correct one.
@@ -240,6 +242,10 @@ def rank_of_correct(
             parts): an item matches a query through its whole or through one of its parts
             (:class:`~tripletkit.evaluation.search.ReferenceParts`).
         part_weight: in ``[0, 1]``, the weight of the nearest-part term.
+        pair_offsets: ``(query_rows, corpus_rows, values)``, three ``(N,)`` arrays: ``values[i]``
+            is added to the distance of query ``query_rows[i]`` to item ``corpus_rows[i]`` (after
+            the parts, with ``corpus_offsets``), e.g. a penalty for the items a query names
+            (:func:`tripletkit.mining.lexical.mention_pairs`).
 
     Returns:
         ``(Q,)`` int64 ranks in ``[1, C]``.
@@ -265,6 +271,7 @@ def rank_of_correct(
     offsets = check_reference_offsets(corpus_offsets, corpus.shape[0], "corpus_offsets")
     offset_row = None if offsets is None else torch.from_numpy(offsets)
     parts = check_reference_parts(corpus_parts, corpus, part_weight, "corpus_parts")
+    pairs = check_pair_offsets(pair_offsets, queries.shape[0], corpus.shape[0], "pair_offsets")
     ranks = np.empty(queries.shape[0], dtype=np.int64)
     columns = corpus.shape[0] + (0 if parts is None else parts.embeddings.shape[0])
     block = max(1, tile_bytes // max(1, 8 * columns))
@@ -282,6 +289,8 @@ def rank_of_correct(
                 distances = torch.from_numpy(own)
             if offsets is not None:
                 distances += offset_row.to(distances)
+            if pairs is not None:
+                pairs.add_to(distances, start)
             correct = distances.gather(1, target_tensor[start:stop, None].to(distances.device))
             closer = (distances < correct).sum(dim=1)
             ranks[start:stop] = closer.cpu().numpy() + 1

@@ -30,9 +30,11 @@ import random
 import re
 from collections.abc import Sequence
 
+import numpy as np
+
 from tripletkit.evaluation.text import split_parts
 
-__all__ = ["mine_lexical_negatives", "phrase_tokens"]
+__all__ = ["find_mentions", "mention_pairs", "mine_lexical_negatives", "phrase_tokens"]
 
 _TOKEN = re.compile(r"\w+(?:['\-.]\w+)*")
 
@@ -45,6 +47,56 @@ def phrase_tokens(text: str) -> tuple[str, ...]:
     ('shut-down', 'the', 'u.s', "army's", 'pay')
     """
     return tuple(_TOKEN.findall(text.lower()))
+
+
+def find_mentions(
+    queries: Sequence[str], documents: Sequence[str], *, separator: str | None = ", "
+) -> list[dict[int, int]]:
+    """For each query, the documents it names: ``{document row: characters of the longest part
+    named}``, a part occurring in the query as a whole-word phrase (on :func:`phrase_tokens`).
+
+    >>> find_mentions(["a star in Leo"], ["Leo, Leo the Lion", "lion", "star", "Leo"])
+    [{2: 4, 0: 3, 3: 3}]
+    """
+    if separator is not None and not separator:
+        raise ValueError("separator must be a non-empty string or None")
+    # phrase (tokens) -> the documents having it as a part
+    index: dict[tuple[str, ...], list[int]] = {}
+    for row, text in enumerate(documents):
+        parts = [text] if separator is None else split_parts(text, separator)
+        for tokens in {phrase_tokens(part) for part in parts}:
+            if tokens:
+                index.setdefault(tokens, []).append(row)
+    longest = max((len(tokens) for tokens in index), default=0)
+    found: list[dict[int, int]] = []
+    for query in queries:
+        words = phrase_tokens(query)
+        lengths: dict[int, int] = {}
+        for size in range(1, min(longest, len(words)) + 1):
+            for start in range(len(words) - size + 1):
+                phrase = words[start : start + size]
+                for row in index.get(phrase, ()):
+                    length = sum(map(len, phrase)) + size - 1
+                    lengths[row] = max(lengths.get(row, 0), length)
+        found.append(lengths)
+    return found
+
+
+def mention_pairs(
+    queries: Sequence[str], documents: Sequence[str], *, separator: str | None = ", "
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every (query row, document row) where the query names the document (:func:`find_mentions`),
+    as two int64 arrays: with a penalty per pair, the ``pair_offsets`` of
+    :func:`~tripletkit.evaluation.text.rank_of_correct`.
+
+    >>> rows, docs = mention_pairs(["a star in Leo", "nothing"], ["Leo", "star", "moon"])
+    >>> rows.tolist(), docs.tolist()
+    ([0, 0], [1, 0])
+    """
+    mentions = find_mentions(queries, documents, separator=separator)
+    rows = [row for row, found in enumerate(mentions) for _ in found]
+    docs = [doc for found in mentions for doc in found]
+    return np.asarray(rows, dtype=np.int64), np.asarray(docs, dtype=np.int64)
 
 
 def mine_lexical_negatives(
@@ -78,28 +130,13 @@ def mine_lexical_negatives(
     if separator is not None and not separator:
         raise ValueError("separator must be a non-empty string or None")
     documents = list(dict.fromkeys(corpus))
-    # phrase (tokens) -> the documents having it as a part, and its length in characters
-    index: dict[tuple[str, ...], list[int]] = {}
-    for row, text in enumerate(documents):
-        parts = [text] if separator is None else split_parts(text, separator)
-        for tokens in {phrase_tokens(part) for part in parts}:
-            if tokens:
-                index.setdefault(tokens, []).append(row)
-    longest = max((len(tokens) for tokens in index), default=0)
+    mentions = find_mentions(queries, documents, separator=separator)
     answers: dict[str, set[str]] = {}
     for query, positive in zip(queries, positives, strict=True):
         answers.setdefault(query, set()).add(positive)
     rng = random.Random(seed)
     mined: list[list[str]] = []
-    for query in queries:
-        words = phrase_tokens(query)
-        match_length: dict[int, int] = {}  # document row -> its longest matched part (chars)
-        for size in range(1, min(longest, len(words)) + 1):
-            for start in range(len(words) - size + 1):
-                phrase = words[start : start + size]
-                for row in index.get(phrase, ()):
-                    length = sum(map(len, phrase)) + size - 1
-                    match_length[row] = max(match_length.get(row, 0), length)
+    for query, match_length in zip(queries, mentions, strict=True):
         own = answers[query]
         found = [
             row for row in match_length if documents[row] not in own and documents[row] != query
