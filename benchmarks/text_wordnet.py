@@ -33,6 +33,7 @@ from tripletkit.data.wordnet_retrieval import WordNetRetrievalTask, wordnet_retr
 from tripletkit.evaluation import hubness_offsets
 from tripletkit.evaluation.text import rank_metrics, rank_of_correct, text_parts
 from tripletkit.files import atomic_write_text
+from tripletkit.mining.lexical import mention_pairs
 from tripletkit.models import average_models, create_model
 from tripletkit.models.text import bundled_text_model_path, embed_texts
 
@@ -61,6 +62,11 @@ PART_WEIGHT = 0.5
 #: between the training pairs and the distractors; never test, train or distractor synsets).
 PART_WEIGHT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 
+#: The penalties (added to the cosine distance) a ``+mention-val`` ranking chooses from, on the
+#: validation split, for a corpus text that the query names word for word (one of its lemmas is
+#: a phrase of the definition: a definition names its word's genus, rarely the word).
+MENTION_PENALTY_GRID = (0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2)
+
 
 def _embeddings(encode: Callable[[list[str]], Any], texts: list[str]) -> torch.Tensor:
     return torch.as_tensor(np.asarray(encode(texts)), dtype=torch.float32)
@@ -73,6 +79,7 @@ def evaluate(
     hubness_k: int | None = None,
     parts: bool = False,
     part_weight: float = PART_WEIGHT,
+    mention_penalty: float | None = None,
 ) -> dict[str, Any]:
     """The protocol's metrics for an encoder ``list[str] -> (N, D)``.
 
@@ -83,10 +90,30 @@ def evaluate(
     With ``parts``, each lemma of a corpus text with several is embedded too, and a text is
     scored through its whole and its nearest lemma (``rank_of_correct``'s ``corpus_parts``,
     weight ``part_weight``); the metrics without parts come under ``"without_parts"``.
+
+    With ``mention_penalty``, the penalty is added to the distance of every corpus text that the
+    query names word for word (:func:`tripletkit.mining.lexical.mention_pairs`), with or without
+    parts; the metrics without the penalty (and without parts) come under ``"without_penalty"``.
     """
     queries = _embeddings(encode, task.test_queries)
     corpus = _embeddings(encode, task.corpus)
     plain = rank_metrics(rank_of_correct(queries, corpus, task.test_targets), ks=(1, 10))
+    if mention_penalty is not None:
+        corpus_parts = None
+        if parts:
+            part_texts, part_items = text_parts(task.corpus)
+            corpus_parts = (_embeddings(encode, part_texts), part_items)
+        ranks = rank_of_correct(
+            queries,
+            corpus,
+            task.test_targets,
+            corpus_parts=corpus_parts,
+            part_weight=part_weight,
+            pair_offsets=_mention_offsets(task.test_queries, task.corpus, mention_penalty),
+        )
+        penalised: dict[str, Any] = rank_metrics(ranks, ks=(1, 10))
+        penalised["without_penalty"] = {k: round(v, 4) for k, v in plain.items()}
+        return penalised
     if parts:
         part_texts, part_items = text_parts(task.corpus)
         corpus_parts = (_embeddings(encode, part_texts), part_items)
@@ -108,6 +135,45 @@ def evaluate(
     corrected: dict[str, Any] = rank_metrics(ranks, ks=(1, 10))
     corrected["uncorrected"] = {k: round(v, 4) for k, v in plain.items()}
     return corrected
+
+
+def _mention_offsets(
+    queries: list[str], corpus: list[str], penalty: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rows, documents = mention_pairs(queries, corpus)
+    return rows, documents, np.full(rows.shape, penalty)
+
+
+def validated_mention_penalty(
+    encode: Callable[[list[str]], Any], task: WordNetRetrievalTask, *, parts: bool
+) -> tuple[float, dict[str, dict[str, float]]]:
+    """The penalty of :data:`MENTION_PENALTY_GRID` with the best Recall@1 on the validation
+    split (ties: the better MRR@10, then the smaller penalty), ranked with parts at
+    :data:`PART_WEIGHT` if ``parts``, and every penalty's validation metrics."""
+    if not task.validation_queries:
+        raise SystemExit("no validation split at this num_train (T = 20,000 leaves none)")
+    queries = _embeddings(encode, task.validation_queries)
+    corpus = _embeddings(encode, task.validation_corpus)
+    corpus_parts = None
+    if parts:
+        part_texts, part_items = text_parts(task.validation_corpus)
+        corpus_parts = (_embeddings(encode, part_texts), part_items)
+    curve = {}
+    for penalty in MENTION_PENALTY_GRID:
+        ranks = rank_of_correct(
+            queries,
+            corpus,
+            task.validation_targets,
+            corpus_parts=corpus_parts,
+            part_weight=PART_WEIGHT,
+            pair_offsets=_mention_offsets(task.validation_queries, task.validation_corpus, penalty),
+        )
+        curve[str(penalty)] = {k: round(v, 4) for k, v in rank_metrics(ranks, ks=(1, 10)).items()}
+    best = max(
+        MENTION_PENALTY_GRID,
+        key=lambda w: (curve[str(w)]["recall_at_1"], curve[str(w)]["mrr_at_10"], -w),
+    )
+    return best, curve
 
 
 def validated_part_weight(
@@ -602,9 +668,11 @@ def run_recipe(
     record: dict[str, Any] = {"recipe": name}
     extra: dict[str, Any] = {}
     name, _, ranking = name.partition("+")
-    if ranking not in ("", "csls", "parts", "parts-val"):
+    rankings = ("", "csls", "parts", "parts-val", "mention-val", "parts-mention-val")
+    if ranking not in rankings:
         raise SystemExit(
-            f"unknown ranking {ranking!r} in {record['recipe']!r}; known: csls, parts, parts-val"
+            f"unknown ranking {ranking!r} in {record['recipe']!r}; known: "
+            + ", ".join(rankings[1:])
         )
     if name == "untuned":
         model = create_model("text_encoder")
@@ -641,7 +709,7 @@ def run_recipe(
         known = ["untuned", "st-mnrl", "st-mnrl-1.4ep", "st-triplet", *TRIPLETKIT_RECIPES]
         raise SystemExit(
             f"unknown recipe {name!r}; known: {', '.join(known)} (each also as NAME+csls, "
-            "NAME+parts or NAME+parts-val)"
+            "NAME+parts, NAME+parts-val, NAME+mention-val or NAME+parts-mention-val)"
         )
     if ranking == "csls":
         record["description"] += (
@@ -668,13 +736,33 @@ def run_recipe(
             "documents)"
         )
         record["part_weight"] = part_weight
+    mention_penalty = None
+    if ranking in ("mention-val", "parts-mention-val"):
+        mention_penalty, curve = validated_mention_penalty(
+            encode, task, parts=ranking == "parts-mention-val"
+        )
+        record["validation_mention_penalties"] = curve
+        record["mention_penalty"] = mention_penalty
+        if ranking == "parts-mention-val":
+            record["description"] += (
+                "; each corpus text of several lemmas also embedded lemma by lemma, and scored "
+                f"through its whole and its nearest lemma (weight {PART_WEIGHT})"
+            )
+        record["description"] += (
+            f"; a corpus text that the definition names word for word (one of its lemmas a "
+            f"phrase of the definition) moved {mention_penalty} further in cosine distance, the "
+            f"penalty chosen from {', '.join(map(str, MENTION_PENALTY_GRID))} by Recall@1 on the "
+            f"validation split ({len(task.validation_queries):,} queries of the synsets between "
+            "the training pairs and the distractors)"
+        )
     start = time.perf_counter()
     metrics = evaluate(
         encode,
         task,
         hubness_k=HUBNESS_K if ranking == "csls" else None,
-        parts=ranking in ("parts", "parts-val"),
+        parts=ranking in ("parts", "parts-val", "parts-mention-val"),
         part_weight=part_weight,
+        mention_penalty=mention_penalty,
     )
     record.update({k: v if isinstance(v, dict) else round(v, 4) for k, v in metrics.items()})
     record["train_seconds"] = round(seconds, 1)
@@ -716,6 +804,15 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
                 f" (the members as an ensemble, scores averaged: R@1 {ensemble['recall_at_1']:.4f}"
                 f", R@10 {ensemble['recall_at_10']:.4f}, MRR@10 {ensemble['mrr_at_10']:.4f})"
             )
+        if record.get("validation_mention_penalties"):
+            description += (
+                " (validation R@1 by penalty: "
+                + ", ".join(
+                    f"{w} {m['recall_at_1']:.4f}"
+                    for w, m in record["validation_mention_penalties"].items()
+                )
+                + ")"
+            )
         if record.get("validation_part_weights"):
             description += (
                 " (validation R@1 by weight: "
@@ -725,7 +822,11 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
                 )
                 + ")"
             )
-        for key, label in (("uncorrected", "uncorrected"), ("without_parts", "without parts")):
+        for key, label in (
+            ("uncorrected", "uncorrected"),
+            ("without_parts", "without parts"),
+            ("without_penalty", "without the penalty, without parts"),
+        ):
             if record.get(key):
                 plain = record[key]
                 description += (
