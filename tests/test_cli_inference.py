@@ -137,7 +137,7 @@ def test_evaluate_text_with_hubness_bank_matches_brute_force(run_dir, vectors, t
     assert "--protocol text only" in capsys.readouterr().err
 
 
-def test_evaluate_part_separator_usage_errors(run_dir, capsys):
+def test_evaluate_part_and_mention_usage_errors(run_dir, capsys):
     text = ["evaluate", "--model", str(run_dir), "--data", "digits", "--protocol", "text"]
     text += ["--query-data", "digits", "--quiet"]
     cases = [
@@ -155,6 +155,12 @@ def test_evaluate_part_separator_usage_errors(run_dir, capsys):
             [*text, "--part-weight", "0.5"],
             "--part-weight needs --part-separator",
         ),  # the digits run takes images
+        (
+            ["evaluate", "--model", str(run_dir), "--data", "digits", "--mention-penalty", "0.1"],
+            "--mention-penalty applies to --protocol text only",
+        ),
+        ([*text, "--mention-penalty", "nan"], "--mention-penalty must be a finite number"),
+        ([*text, "--mention-penalty", "0.1"], "--mention-penalty needs a text model"),
     ]
     for argv, message in cases:
         assert cli_main(argv) == 2

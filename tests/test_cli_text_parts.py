@@ -74,3 +74,69 @@ def test_part_separator_matches_the_library(tmp_path, capsys):
     # The parts changed the ranking: the violin's list found through its part.
     assert json.loads(plain_out.read_text())["metrics"]["recall_at_1"] == 0.75
     assert json.loads(parts_out.read_text())["metrics"]["recall_at_1"] == 1.0
+
+
+# Definitions name their word's broader term ("fruit", "oak tree"), which then outranks the word.
+DEFINITIONS = [
+    ("a young dog", "puppy"),
+    ("a small fruit of a rose", "rose hip"),
+    ("the fruit of an oak tree", "acorn"),
+    ("a large body of salt water", "sea"),
+]
+WORDS = [
+    ("puppy", "puppy"),
+    ("rose hip, rosehip", "rose hip"),
+    ("acorn", "acorn"),
+    ("ocean, sea, main", "sea"),
+    ("dog, domestic dog, Canis familiaris", "dog"),
+    ("rose", "rose"),
+    ("oak, oak tree", "oak"),
+    ("water, H2O", "water"),
+    ("fruit", "fruit"),
+]
+
+
+@pytest.mark.slow
+def test_mention_penalty_matches_the_library(tmp_path, capsys):
+    from tripletkit.mining.lexical import mention_pairs
+
+    model = create_model("text_encoder")
+    model_dir = save_model(model, tmp_path / "model")
+    queries = _manifest(tmp_path / "queries.csv", DEFINITIONS)
+    corpus = _manifest(tmp_path / "corpus.csv", WORDS)
+    base = ["evaluate", "--model", str(model_dir), "--protocol", "text", "--quiet"]
+    base += ["--data", corpus, "--query-data", queries]
+    query_texts, corpus_texts = [t for t, _ in DEFINITIONS], [t for t, _ in WORDS]
+    query_embeddings, corpus_embeddings = model.embed(query_texts), model.embed(corpus_texts)
+    part_texts, part_rows = text_parts(corpus_texts, ", ")
+    qrels = {i: {i: 1} for i in range(len(DEFINITIONS))}
+    runs = {
+        "plain": ([], None, None),
+        # Whole texts only: "rose" and "fruit" are named, "oak, oak tree" is not.
+        "whole": (["--mention-penalty", "0.4"], None, None),
+        "parts": (
+            ["--mention-penalty", "0.4", "--part-separator", ", "],
+            ", ",
+            (model.embed(part_texts), part_rows),
+        ),
+    }
+    recall = {}
+    for name, (options, separator, parts) in runs.items():
+        out = tmp_path / f"{name}.json"
+        assert cli_main([*base, *options, "--out", str(out)]) == 0
+        pairs = None
+        if options:
+            rows, documents = mention_pairs(query_texts, corpus_texts, separator=separator)
+            pairs = (rows, documents, [0.4] * len(rows))
+            named = 6 if separator else 3
+            assert f"{named} corpus texts named in" in capsys.readouterr().out
+        expected = evaluate_text_retrieval(
+            query_embeddings, corpus_embeddings, qrels, document_parts=parts, pair_offsets=pairs
+        ).metrics
+        got = json.loads(out.read_text())["metrics"]
+        for metric in ("recall_at_1", "mrr_at_10", "ndcg_at_10"):
+            assert got[metric] == pytest.approx(expected[metric], abs=1e-6), (name, metric)
+        recall[name] = got["recall_at_1"]
+    # The untuned model puts "rose"/"fruit" and "oak, oak tree" first for two definitions; the
+    # penalty on whole texts recovers the rose hip, with parts the acorn too.
+    assert recall["plain"] == 0.5 and recall["whole"] == 0.75 and recall["parts"] == 1.0

@@ -172,6 +172,70 @@ def test_text_document_parts_by_hand():
         evaluate_text_retrieval(q, documents, qrels, document_parts=parts, part_weight=1.5)
 
 
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    q=st.integers(1, 10),
+    docs=st.integers(1, 30),
+    num_pairs=st.integers(0, 30),
+    with_parts=st.booleans(),
+)
+def test_text_metrics_with_pair_offsets_match_brute_force(seed, q, docs, num_pairs, with_parts):
+    rng = np.random.default_rng(seed)
+    queries, documents = integer_embeddings(seed, q), integer_embeddings(seed + 1, docs)
+    parts = integer_embeddings(seed + 2, 6)
+    owners = rng.integers(0, docs, size=6)
+    # Only some queries are judged, under ids in another order than the rows: the offsets name
+    # rows of the embeddings, whichever queries the qrels keep.
+    query_ids = [f"q{i}" for i in rng.permutation(q)]
+    judged = rng.choice(q, size=int(rng.integers(1, q + 1)), replace=False)
+    qrels = {
+        query_ids[i]: {int(j): 1 for j in rng.choice(docs, size=min(docs, 2), replace=False)}
+        for i in judged
+    }
+    pairs = (
+        rng.integers(0, q, size=num_pairs),
+        rng.integers(0, docs, size=num_pairs),
+        rng.integers(-3, 4, size=num_pairs).astype(np.float64),
+    )
+    ks = (1, 3, 100)
+    weight = 0.5 if with_parts else 0.0
+    dense = reference.blended_distances(
+        queries, documents, parts, owners.tolist(), "squared_euclidean", weight
+    )
+    np.add.at(dense, (pairs[0], pairs[1]), pairs[2])
+    rankings = {query_ids[i]: order for i, order in enumerate(reference.ranking(dense))}
+    expected = reference.text(rankings, qrels, ks)
+    result = evaluate_text_retrieval(
+        queries,
+        documents,
+        qrels,
+        query_ids=query_ids,
+        ks=ks,
+        distance="squared_euclidean",
+        document_parts=(parts, owners) if with_parts else None,
+        pair_offsets=pairs,
+    )
+    for name, values in expected.items():
+        assert result.per_query[name] == pytest.approx(values), name
+
+
+def test_text_pair_offsets_by_hand_and_errors():
+    # Cosine: the query is 0.0 from document 0 and 0.2 from document 1.
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    documents = torch.tensor([[1.0, 0.0], [0.8, 0.6]])
+    qrels = {0: {1: 1}}
+    assert evaluate_text_retrieval(q, documents, qrels, ks=[1]).metrics["recall_at_1"] == 0.0
+    # A penalty of 0.3 on (query 0, document 0) puts document 1 first; one on query 1 changes
+    # nothing (query 1 is not judged).
+    moved = evaluate_text_retrieval(
+        q, documents, qrels, ks=[1], pair_offsets=([1, 0], [1, 0], [5.0, 0.3])
+    )
+    assert moved.metrics["recall_at_1"] == 1.0
+    with pytest.raises(ValueError, match=r"pair_offsets: query_rows must lie in \[0, 1\]"):
+        evaluate_text_retrieval(q, documents, qrels, pair_offsets=([2], [0], [1.0]))
+
+
 def test_text_hand_checked_ndcg():
     qrels = {"q": {"a": 3, "b": 1, "c": 0}}
     result = text_ranking_metrics({"q": ["c", "b", "x", "a"]}, qrels, ks=[2, 4])

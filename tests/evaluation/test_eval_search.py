@@ -294,3 +294,72 @@ def test_knn_with_parts_computes_in_the_widest_dtype():
     # Reference 1 at 5e-9 (float64 keeps it), reference 0 through its part at 2e-8.
     assert result.indices.tolist() == [[1, 0]]
     assert 0 < float(result.distances[0, 0]) < float(result.distances[0, 1])
+
+
+# Offsets of single (query, reference) pairs ------------------------------------------------------
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    n=st.integers(1, 30),
+    m=st.integers(1, 30),
+    num_pairs=st.integers(0, 40),
+    metric=st.sampled_from(EXACT_METRICS[:1] + EXACT_METRICS[2:]),  # exact: no square root
+    tile=st.sampled_from([1, 3, 32_768]),
+    with_parts=st.booleans(),
+    against_itself=st.booleans(),
+    data=st.data(),
+)
+def test_knn_with_pair_offsets_matches_brute_force_with_ties(
+    seed, n, m, num_pairs, metric, tile, with_parts, against_itself, data
+):
+    queries = integer_embeddings(seed, n)
+    references = queries if against_itself else integer_embeddings(seed + 1, m)
+    m = references.shape[0]
+    if against_itself and m < 2:
+        return
+    generator = torch.Generator().manual_seed(seed + 4)
+    parts = integer_embeddings(seed + 2, 5 if with_parts else 0)
+    owners = torch.randint(0, m, (parts.shape[0],), generator=generator)
+    # Integer offsets on repeated pairs (they add up): ties stay exact.
+    query_rows = torch.randint(0, n, (num_pairs,), generator=generator).numpy()
+    reference_rows = torch.randint(0, m, (num_pairs,), generator=generator).numpy()
+    values = torch.randint(-3, 4, (num_pairs,), generator=generator).float().numpy()
+    k = data.draw(st.integers(0, m - 1 if against_itself else m))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(search, "_MAX_REFERENCE_TILE", tile)
+        result = knn(
+            queries,
+            None if against_itself else references,
+            k,
+            distance=metric,
+            reference_parts=(parts, owners.numpy()) if with_parts else None,
+            pair_offsets=(query_rows, reference_rows, values),
+        )
+    dense = reference.blended_distances(queries, references, parts, owners.tolist(), metric, 0.5)
+    np.add.at(dense, (query_rows, reference_rows), values)
+    expected = reference.ranking(dense, exclude_self=against_itself)
+    assert result.indices.tolist() == [row[:k] for row in expected]
+    gathered = np.take_along_axis(dense, result.indices.numpy(), axis=1)
+    np.testing.assert_array_equal(result.distances.numpy(), gathered)
+
+
+def test_knn_with_pair_offsets_by_hand():
+    q = torch.tensor([[0.0], [1.0]])
+    references = torch.tensor([[0.0], [2.0], [5.0]])
+    # squared euclidean: query 0 to 0, 4, 25; query 1 to 1, 1, 16
+    plain = knn(q, references, 3, distance="squared_euclidean")
+    assert plain.indices.tolist() == [[0, 1, 2], [0, 1, 2]]
+    pairs = ([1, 0, 1], [0, 0, 2], [0.5, 5.0, -20.0])  # unsorted, and one query's two pairs
+    moved = knn(q, references, 3, distance="squared_euclidean", pair_offsets=pairs)
+    assert moved.indices.tolist() == [[1, 0, 2], [2, 1, 0]]
+    assert moved.distances.tolist() == [[4.0, 5.0, 25.0], [-4.0, 1.0, 1.5]]
+    # a set against itself: an offset on a query's own row never brings the query back
+    own = ([0, 1], [0, 2], [-99.0, -10.0])  # query 1 to reference 2: 9 - 10 = -1
+    itself = knn(references, None, 1, distance="squared_euclidean", pair_offsets=own)
+    assert itself.indices.tolist() == [[1], [2], [1]]
+    with pytest.raises(ValueError, match=r"pair_offsets: reference_rows must lie in \[0, 2\]"):
+        knn(q, references, 1, pair_offsets=([0], [3], [1.0]))
+    with pytest.raises(ValueError, match=r"pair_offsets: query_rows must lie in \[0, 1\]"):
+        knn(q, references, 1, pair_offsets=([2], [0], [1.0]))

@@ -146,6 +146,36 @@ class PairOffsets:
         values = torch.from_numpy(self.values[first:last]).to(distances)
         distances.index_put_((rows, columns), values, accumulate=True)
 
+    def add_to_tile(self, block: np.ndarray, start: int, reference_start: int) -> None:
+        """Add the offsets of queries ``start .. start + len(block)`` to references
+        ``reference_start .. reference_start + block.shape[1]`` (a tile of distances), in
+        place."""
+        first, last = np.searchsorted(self.query_rows, [start, start + block.shape[0]])
+        if first == last:
+            return
+        columns = self.reference_rows[first:last] - reference_start
+        inside = (columns >= 0) & (columns < block.shape[1])
+        if inside.any():
+            rows = self.query_rows[first:last][inside] - start
+            np.add.at(
+                block, (rows, columns[inside]), self.values[first:last][inside].astype(block.dtype)
+            )
+
+    def subset(self, query_rows: np.ndarray) -> PairOffsets:
+        """The offsets of the queries ``query_rows`` (distinct rows), renumbered to their
+        positions in ``query_rows``."""
+        position = np.full(int(self.query_rows.max(initial=-1)) + 1, -1, dtype=np.int64)
+        kept_rows = query_rows[query_rows < position.shape[0]]
+        position[kept_rows] = np.flatnonzero(query_rows < position.shape[0])
+        new_rows = position[self.query_rows]
+        keep = new_rows >= 0
+        order = np.argsort(new_rows[keep], kind="stable")
+        return PairOffsets(
+            query_rows=new_rows[keep][order],
+            reference_rows=self.reference_rows[keep][order],
+            values=self.values[keep][order],
+        )
+
 
 def check_pair_offsets(
     pair_offsets: Any, num_queries: int, num_references: int, name: str
@@ -363,6 +393,7 @@ def iter_knn(
     reference_offsets: Any = None,
     reference_parts: Any = None,
     part_weight: float = 0.5,
+    pair_offsets: Any = None,
 ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
     """Exact k nearest references, one block of queries at a time (see :func:`knn`).
 
@@ -389,6 +420,7 @@ def iter_knn(
     if offsets is not None:
         offsets = offsets.astype(dtype)
     parts = check_reference_parts(reference_parts, references, part_weight)
+    pairs = check_pair_offsets(pair_offsets, queries.shape[0], references.shape[0], "pair_offsets")
     k = int(k)
     n = queries.shape[0]
     if k == 0 or n == 0:
@@ -402,7 +434,7 @@ def iter_knn(
         part_embeddings = unit_rows(parts.embeddings) if normalized else parts.embeddings
     # Offsets and parts make the distances of a set to itself asymmetric: the blocked search
     # handles that.
-    symmetric = same and offsets is None and parts is None
+    symmetric = same and offsets is None and parts is None and pairs is None
     if symmetric and n * k * (dtype.itemsize + 4) <= _SYMMETRIC_HEAP_BYTES:
         values, indices = _symmetric_knn(queries, k, distance, dtype, tile_bytes, normalized)
         # The consumer's per-block work (sorting, relevance, metrics) takes ~64 bytes an entry.
@@ -447,6 +479,8 @@ def iter_knn(
                     parts.blend(block, part_block, ref_start, lo)
             if offsets is not None:
                 block += offsets[ref_start:ref_stop]
+            if pairs is not None:
+                pairs.add_to_tile(block, start, ref_start)
             skip = np.arange(start - ref_start, stop - ref_start, dtype=np.int64)
             if not same:
                 skip[:] = -1
@@ -510,6 +544,7 @@ def knn(
     reference_offsets: Any = None,
     reference_parts: Any = None,
     part_weight: float = 0.5,
+    pair_offsets: Any = None,
 ) -> Neighbours:
     """Exact k nearest references of every query, without an ``(N, M)`` distance matrix.
 
@@ -533,6 +568,11 @@ def knn(
             offsets), and the returned distances are these. The parts of one tile of references
             are compared at once: a reference with a huge number of parts makes a big tile.
         part_weight: in ``[0, 1]``, the weight of the nearest part.
+        pair_offsets: ``(query_rows, reference_rows, values)``, three ``(N,)`` arrays:
+            ``values[i]`` is added to the distance of query ``query_rows[i]`` to reference
+            ``reference_rows[i]`` (after the parts and ``reference_offsets``; in the returned
+            distances too), e.g. a penalty for the references a query names word for word
+            (:func:`tripletkit.mining.lexical.mention_pairs`).
 
     Returns:
         :class:`Neighbours` ordered by ``(distance, reference index)`` (see the module docstring).
@@ -552,6 +592,7 @@ def knn(
             reference_offsets=reference_offsets,
             reference_parts=reference_parts,
             part_weight=part_weight,
+            pair_offsets=pair_offsets,
         )
     )
     if not blocks:

@@ -141,6 +141,7 @@ def evaluate_text_retrieval(
     document_offsets: Any = None,
     document_parts: tuple[Any, Any] | None = None,
     part_weight: float = 0.5,
+    pair_offsets: tuple[Any, Any, Any] | None = None,
 ) -> TextRetrievalEvaluation:
     """Rank the documents for each query by exact search, then score with qrels.
 
@@ -159,6 +160,9 @@ def evaluate_text_retrieval(
             document is then ranked through its whole and its nearest part, as in
             :func:`rank_of_correct`'s ``corpus_parts``.
         part_weight: in ``[0, 1]``, the weight of the nearest-part term.
+        pair_offsets: ``(query_rows, document_rows, values)``, three ``(N,)`` arrays of rows of
+            the embeddings: ``values[i]`` is added to the distance of query ``query_rows[i]`` to
+            document ``document_rows[i]``, as in :func:`rank_of_correct`.
 
     Returns:
         A :class:`TextRetrievalEvaluation` (see :func:`text_ranking_metrics`).
@@ -189,7 +193,11 @@ def evaluate_text_retrieval(
             f"{len(missing)} queries of qrels have no embedding (e.g. {missing[0]!r}); "
             "pass query_ids naming each row"
         )
+    pairs = check_pair_offsets(pair_offsets, queries.shape[0], documents.shape[0], "pair_offsets")
     rows = np.array([row_of[query] for query in wanted], dtype=np.int64)
+    if pairs is not None:
+        pairs = pairs.subset(rows)
+        pairs = (pairs.query_rows, pairs.reference_rows, pairs.values)
     depth = min(documents.shape[0], max(max(ks), 10))
     rankings: dict[Hashable, list[Hashable]] = {}
     if rows.size:
@@ -202,6 +210,7 @@ def evaluate_text_retrieval(
             reference_offsets=document_offsets,
             reference_parts=document_parts,
             part_weight=part_weight,
+            pair_offsets=pairs,
         ):
             for offset, ranked in enumerate(indices):
                 rankings[wanted[start + offset]] = [document_ids[i] for i in ranked]
