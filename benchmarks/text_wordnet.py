@@ -98,35 +98,26 @@ def evaluate(
     queries = _embeddings(encode, task.test_queries)
     corpus = _embeddings(encode, task.corpus)
     plain = rank_metrics(rank_of_correct(queries, corpus, task.test_targets), ks=(1, 10))
-    if mention_penalty is not None:
+    if parts or mention_penalty is not None:
         corpus_parts = None
         if parts:
             part_texts, part_items = text_parts(task.corpus)
             corpus_parts = (_embeddings(encode, part_texts), part_items)
+        pairs = None
+        if mention_penalty is not None:
+            pairs = _mention_offsets(task.test_queries, task.corpus, mention_penalty)
         ranks = rank_of_correct(
             queries,
             corpus,
             task.test_targets,
             corpus_parts=corpus_parts,
             part_weight=part_weight,
-            pair_offsets=_mention_offsets(task.test_queries, task.corpus, mention_penalty),
+            pair_offsets=pairs,
         )
-        penalised: dict[str, Any] = rank_metrics(ranks, ks=(1, 10))
-        penalised["without_penalty"] = {k: round(v, 4) for k, v in plain.items()}
-        return penalised
-    if parts:
-        part_texts, part_items = text_parts(task.corpus)
-        corpus_parts = (_embeddings(encode, part_texts), part_items)
-        ranks = rank_of_correct(
-            queries,
-            corpus,
-            task.test_targets,
-            corpus_parts=corpus_parts,
-            part_weight=part_weight,
-        )
-        with_parts: dict[str, Any] = rank_metrics(ranks, ks=(1, 10))
-        with_parts["without_parts"] = {k: round(v, 4) for k, v in plain.items()}
-        return with_parts
+        ranked: dict[str, Any] = rank_metrics(ranks, ks=(1, 10))
+        without = "without_parts" if mention_penalty is None else "without_penalty"
+        ranked[without] = {k: round(v, 4) for k, v in plain.items()}
+        return ranked
     if hubness_k is None:
         return plain
     bank = _embeddings(encode, task.train_queries)
