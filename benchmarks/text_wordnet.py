@@ -10,6 +10,10 @@ from which the Markdown table is rebuilt, so recipes can be run one at a time on
 
     PYTHONPATH=src nice -n 10 python benchmarks/text_wordnet.py --recipes untuned,st-mnrl
 
+A recipe name takes a ranking after ``+`` (``NAME+parts-mention-val``: see :func:`run_recipe`)
+and, for tripletkit's recipes, ``@wise-val`` before it: the fine-tuned weights interpolated with
+the pretrained ones, the fraction chosen on the validation split (:func:`validated_interpolation`).
+
 Training seconds are wall-clock seconds of the training call (for tripletkit, mining and
 re-mining included; model loading and the final evaluation excluded).
 """
@@ -66,6 +70,14 @@ PART_WEIGHT_GRID = (0.0, 0.25, 0.5, 0.75, 1.0)
 #: validation split, for a corpus text that the query names word for word (one of its lemmas is
 #: a phrase of the definition: a definition names its word's genus, rarely the word).
 MENTION_PENALTY_GRID = (0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2)
+
+#: The weights of the fine-tuned model against the pretrained one that a ``@wise-val`` recipe
+#: chooses from on the validation split: the model evaluated is
+#: ``average_models([pretrained, fine_tuned], [1 - a, a])``, a weight-space interpolation
+#: between the two (WiSE-FT, Wortsman et al. 2022). 1.0 is the fine-tuned model itself.
+WISE_GRID = (0.6, 0.7, 0.8, 0.9, 1.0)
+#: The rankings a ``@wise-val`` recipe can be validated (and then tested) with.
+WISE_RANKINGS = ("", "mention-val", "parts-mention-val")
 
 
 def _embeddings(encode: Callable[[list[str]], Any], texts: list[str]) -> torch.Tensor:
@@ -165,6 +177,35 @@ def validated_mention_penalty(
         key=lambda w: (curve[str(w)]["recall_at_1"], curve[str(w)]["mrr_at_10"], -w),
     )
     return best, curve
+
+
+def validated_interpolation(
+    model: torch.nn.Module, task: WordNetRetrievalTask, ranking: str
+) -> tuple[torch.nn.Module, float, dict[str, dict[str, float]]]:
+    """The interpolation ``average_models([pretrained, model], [1 - a, a])`` with ``a`` from
+    :data:`WISE_GRID` of the best validation Recall@1 (ties: the better MRR@10, then the larger
+    ``a``), the ranking (``""``, ``"mention-val"`` or ``"parts-mention-val"``) applied as it will
+    be on the test split, its mention penalty chosen jointly; the chosen model, its ``a``, and
+    every ``a``'s best validation metrics (with the penalty under ``"mention_penalty"``)."""
+    if ranking not in WISE_RANKINGS:
+        raise ValueError(f"no validated interpolation for the ranking {ranking!r}")
+    pretrained = create_model("text_encoder")
+    curve: dict[str, dict[str, float]] = {}
+    for a in WISE_GRID:
+        candidate = model if a == 1.0 else average_models([pretrained, model], [1.0 - a, a])
+        penalty, penalties = validated_mention_penalty(
+            tripletkit_encoder(candidate), task, parts=ranking == "parts-mention-val"
+        )
+        if not ranking:
+            penalty = 0.0
+        curve[str(a)] = {**penalties[str(penalty)], "mention_penalty": penalty}
+        print(json.dumps({"wise": a, **curve[str(a)]}), file=sys.stderr, flush=True)
+    best = max(
+        WISE_GRID,
+        key=lambda a: (curve[str(a)]["recall_at_1"], curve[str(a)]["mrr_at_10"], a),
+    )
+    chosen = model if best == 1.0 else average_models([pretrained, model], [1.0 - best, best])
+    return chosen, best, curve
 
 
 def validated_part_weight(
@@ -553,6 +594,11 @@ TRIPLETKIT_RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
             "corpus_mining_options": {"rank_range": (1, 10), "max_score_ratio": 0.95},
         },
     ),
+    "tk-mnrl-hb-remine-2ep-unused3-lr2e4-b16": (
+        "as tk-mnrl-hb-remine-2ep-unused3-lr2e4, batch 16 (4 hard-batch groups a step, twice "
+        "the steps; batch 64 measured lower than 32)",
+        {**_BEST, "batch_size": 16},
+    ),
     "tk-mnrl-hb-remine-2ep-unused3-lr2e4-seed1": (
         "tk-mnrl-hb-remine-2ep-unused3-lr2e4 with seed 1 (pair order and dropout): the "
         "run-to-run spread",
@@ -659,11 +705,21 @@ def run_recipe(
     record: dict[str, Any] = {"recipe": name}
     extra: dict[str, Any] = {}
     name, _, ranking = name.partition("+")
+    name, _, modifier = name.partition("@")
+    if modifier not in ("", "wise-val"):
+        raise SystemExit(f"unknown modifier @{modifier} in {record['recipe']!r}; known: @wise-val")
     rankings = ("", "csls", "parts", "parts-val", "mention-val", "parts-mention-val")
     if ranking not in rankings:
         raise SystemExit(
             f"unknown ranking {ranking!r} in {record['recipe']!r}; known: "
             + ", ".join(rankings[1:])
+        )
+    if modifier and name not in TRIPLETKIT_RECIPES:
+        raise SystemExit(f"@{modifier} applies to tripletkit's recipes; got {name!r}")
+    if modifier and ranking not in WISE_RANKINGS:
+        raise SystemExit(
+            f"@{modifier} takes the rankings mention-val, parts-mention-val or none; got "
+            f"{ranking!r}"
         )
     if name == "untuned":
         model = create_model("text_encoder")
@@ -692,6 +748,16 @@ def run_recipe(
     elif name in TRIPLETKIT_RECIPES:
         description, options = TRIPLETKIT_RECIPES[name]
         model, seconds, cpu_seconds, extra = _trained_recipe(name, task, models_dir)
+        if modifier == "wise-val":
+            model, fraction, curve = validated_interpolation(model, task, ranking)
+            record["wise_fraction"] = fraction
+            record["validation_wise"] = curve
+            description += (
+                f"; its weights interpolated with the pretrained model's (WiSE-FT): "
+                f"{1 - fraction:.1f} × pretrained + {fraction:.1f} × fine-tuned, the fraction "
+                f"chosen from {', '.join(map(str, WISE_GRID))} by Recall@1 on the validation "
+                "split" + (" (jointly with the ranking's penalty)" if ranking else "")
+            )
         encode = tripletkit_encoder(model)
         record["train_cpu_seconds"] = round(cpu_seconds, 1)
         record["description"] = description
@@ -700,7 +766,9 @@ def run_recipe(
         known = ["untuned", "st-mnrl", "st-mnrl-1.4ep", "st-triplet", *TRIPLETKIT_RECIPES]
         raise SystemExit(
             f"unknown recipe {name!r}; known: {', '.join(known)} (each also as NAME+csls, "
-            "NAME+parts, NAME+parts-val, NAME+mention-val or NAME+parts-mention-val)"
+            "NAME+parts, NAME+parts-val, NAME+mention-val or NAME+parts-mention-val; a "
+            "tripletkit recipe also as NAME@wise-val, optionally with +mention-val or "
+            "+parts-mention-val)"
         )
     if ranking == "csls":
         record["description"] += (
@@ -801,6 +869,14 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
                 + ", ".join(
                     f"{w} {m['recall_at_1']:.4f}"
                     for w, m in record["validation_mention_penalties"].items()
+                )
+                + ")"
+            )
+        if record.get("validation_wise"):
+            description += (
+                " (validation R@1 by fine-tuned fraction: "
+                + ", ".join(
+                    f"{a} {m['recall_at_1']:.4f}" for a, m in record["validation_wise"].items()
                 )
                 + ")"
             )
