@@ -599,6 +599,11 @@ TRIPLETKIT_RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
         "the steps; batch 64 measured lower than 32)",
         {**_BEST, "batch_size": 16},
     ),
+    "tk-mnrl-hb-remine-2ep-unused3-lr2e4-asym": (
+        "as tk-mnrl-hb-remine-2ep-unused3-lr2e4, one direction only (queries against "
+        "documents; not each document also against the batch's queries)",
+        {**_BEST, "symmetric": False},
+    ),
     "tk-mnrl-hb-remine-2ep-unused3-lr2e4-seed1": (
         "tk-mnrl-hb-remine-2ep-unused3-lr2e4 with seed 1 (pair order and dropout): the "
         "run-to-run spread",
