@@ -181,21 +181,24 @@ def validated_mention_penalty(
 
 def validated_interpolation(
     model: torch.nn.Module, task: WordNetRetrievalTask, ranking: str
-) -> tuple[torch.nn.Module, float, dict[str, dict[str, float]]]:
+) -> tuple[torch.nn.Module, float, dict[str, dict[str, float]], tuple[float, dict[str, Any]]]:
     """The interpolation ``average_models([pretrained, model], [1 - a, a])`` with ``a`` from
     :data:`WISE_GRID` of the best validation Recall@1 (ties: the better MRR@10, then the larger
     ``a``), the ranking (``""``, ``"mention-val"`` or ``"parts-mention-val"``) applied as it will
-    be on the test split, its mention penalty chosen jointly; the chosen model, its ``a``, and
-    every ``a``'s best validation metrics (with the penalty under ``"mention_penalty"``)."""
+    be on the test split, its mention penalty chosen jointly; the chosen model, its ``a``,
+    every ``a``'s best validation metrics (with the penalty under ``"mention_penalty"``), and the
+    chosen model's :func:`validated_mention_penalty` (penalty, curve), so it is not run again."""
     if ranking not in WISE_RANKINGS:
         raise ValueError(f"no validated interpolation for the ranking {ranking!r}")
     pretrained = create_model("text_encoder")
     curve: dict[str, dict[str, float]] = {}
+    candidates: dict[float, tuple[torch.nn.Module, tuple[float, dict[str, Any]]]] = {}
     for a in WISE_GRID:
         candidate = model if a == 1.0 else average_models([pretrained, model], [1.0 - a, a])
         penalty, penalties = validated_mention_penalty(
             tripletkit_encoder(candidate), task, parts=ranking == "parts-mention-val"
         )
+        candidates[a] = (candidate, (penalty, penalties))
         if not ranking:
             penalty = 0.0
         curve[str(a)] = {**penalties[str(penalty)], "mention_penalty": penalty}
@@ -204,8 +207,8 @@ def validated_interpolation(
         WISE_GRID,
         key=lambda a: (curve[str(a)]["recall_at_1"], curve[str(a)]["mrr_at_10"], a),
     )
-    chosen = model if best == 1.0 else average_models([pretrained, model], [1.0 - best, best])
-    return chosen, best, curve
+    chosen, validated = candidates[best]
+    return chosen, best, curve, validated
 
 
 def validated_part_weight(
@@ -711,6 +714,7 @@ def run_recipe(
     extra: dict[str, Any] = {}
     name, _, ranking = name.partition("+")
     name, _, modifier = name.partition("@")
+    validated_penalty = None  # (penalty, curve) when @wise-val has validated them already
     if modifier not in ("", "wise-val"):
         raise SystemExit(f"unknown modifier @{modifier} in {record['recipe']!r}; known: @wise-val")
     rankings = ("", "csls", "parts", "parts-val", "mention-val", "parts-mention-val")
@@ -754,7 +758,9 @@ def run_recipe(
         description, options = TRIPLETKIT_RECIPES[name]
         model, seconds, cpu_seconds, extra = _trained_recipe(name, task, models_dir)
         if modifier == "wise-val":
-            model, fraction, curve = validated_interpolation(model, task, ranking)
+            model, fraction, curve, validated_penalty = validated_interpolation(
+                model, task, ranking
+            )
             record["wise_fraction"] = fraction
             record["validation_wise"] = curve
             description += (
@@ -802,7 +808,7 @@ def run_recipe(
         record["part_weight"] = part_weight
     mention_penalty = None
     if ranking in ("mention-val", "parts-mention-val"):
-        mention_penalty, curve = validated_mention_penalty(
+        mention_penalty, curve = validated_penalty or validated_mention_penalty(
             encode, task, parts=ranking == "parts-mention-val"
         )
         record["validation_mention_penalties"] = curve
