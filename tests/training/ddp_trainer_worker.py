@@ -113,3 +113,12 @@ if __name__ == "__main__":
     rank = os.environ["RANK"]
     with open(os.path.join(out_dir, f"{scenario}-rank{rank}.json"), "w") as handle:
         json.dump(record, handle)
+    if scenario == "mismatch":
+        # After a raised fit, both ranks have closed the group (the record says so), yet gloo's
+        # teardown at interpreter exit has aborted a rank now and then (SIGABRT, "terminate called
+        # without an active exception"; twice in CI runs, both times after both records were
+        # written). What this scenario tests is the error and the closed group, in the record:
+        # leave without the interpreter's teardown.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
