@@ -19,6 +19,7 @@ __all__ = [
     "check_nonnegative",
     "check_positive",
     "check_same_dim",
+    "check_texts",
 ]
 
 
@@ -136,3 +137,22 @@ def check_positive(value: Any, name: str) -> float:
     if number == 0:
         raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
     return number
+
+
+def check_texts(values: Any, name: str) -> list[str]:
+    """``values`` as a list of strings; ``TypeError`` naming the first non-string (or for one
+    string where a list was meant).
+
+    >>> check_texts(("a", "b"), "queries")
+    ['a', 'b']
+    """
+    if isinstance(values, str):
+        raise TypeError(f"{name} must be a list of strings, not one string")
+    values = list(values)
+    bad = [i for i, v in enumerate(values) if not isinstance(v, str)]
+    if bad:
+        raise TypeError(
+            f"{name}[{bad[0]}] is {type(values[bad[0]]).__name__}; expected strings "
+            f"({len(bad)} non-string values)"
+        )
+    return values

@@ -49,6 +49,7 @@ import numpy as np
 import torch
 
 from tripletkit.files import atomic_write_text, write_atomic
+from tripletkit.validation import check_texts
 
 __all__ = [
     "MinedTriplets",
@@ -239,19 +240,6 @@ def _chunked_embeddings(
 # Exclusions and candidate selection ---------------------------------------------------------------
 
 
-def _check_texts(values: Sequence[Any], name: str) -> list[str]:
-    if isinstance(values, str):
-        raise TypeError(f"{name} must be a list of strings, not one string")
-    values = list(values)
-    bad = [i for i, v in enumerate(values) if not isinstance(v, str)]
-    if bad:
-        raise TypeError(
-            f"{name}[{bad[0]}] is {type(values[bad[0]]).__name__}; expected strings "
-            f"({len(bad)} non-string values)"
-        )
-    return values
-
-
 def _check_rank_range(rank_range: tuple[int, int]) -> tuple[int, int]:
     try:
         first, last = (int(v) for v in rank_range)
@@ -414,9 +402,9 @@ def mine_hard_negatives(
     Returns:
         :class:`MinedTriplets` in pair order.
     """
-    queries = _check_texts(queries, "queries")
-    positives = _check_texts(positives, "positives")
-    corpus = _check_texts(corpus, "corpus")
+    queries = check_texts(queries, "queries")
+    positives = check_texts(positives, "positives")
+    corpus = check_texts(corpus, "corpus")
     if len(queries) != len(positives):
         raise ValueError(
             f"got {len(queries)} queries and {len(positives)} positives; they form pairs, so "
