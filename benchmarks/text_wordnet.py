@@ -1077,41 +1077,17 @@ def write_markdown(results: dict[str, Any], path: Path) -> None:
                 f" (the members as an ensemble, scores averaged: R@1 {ensemble['recall_at_1']:.4f}"
                 f", R@10 {ensemble['recall_at_10']:.4f}, MRR@10 {ensemble['mrr_at_10']:.4f})"
             )
-        if record.get("validation_mention_penalties"):
-            description += (
-                " (validation R@1 by penalty: "
-                + ", ".join(
-                    f"{w} {m['recall_at_1']:.4f}"
-                    for w, m in record["validation_mention_penalties"].items()
-                )
-                + ")"
-            )
-        if record.get("validation_rerank_weights"):
-            description += (
-                " (validation R@1 by re-ranking weight: "
-                + ", ".join(
-                    f"{w} {m['recall_at_1']:.4f}"
-                    for w, m in record["validation_rerank_weights"].items()
-                )
-                + f"; the re-ranker's training: {record['reranker_train_seconds']:.0f} s)"
-            )
-        if record.get("validation_wise"):
-            description += (
-                " (validation R@1 by fine-tuned fraction: "
-                + ", ".join(
-                    f"{a} {m['recall_at_1']:.4f}" for a, m in record["validation_wise"].items()
-                )
-                + ")"
-            )
-        if record.get("validation_part_weights"):
-            description += (
-                " (validation R@1 by weight: "
-                + ", ".join(
-                    f"{w} {m['recall_at_1']:.4f}"
-                    for w, m in record["validation_part_weights"].items()
-                )
-                + ")"
-            )
+        for key, by in (
+            ("validation_mention_penalties", "penalty"),
+            ("validation_rerank_weights", "re-ranking weight"),
+            ("validation_wise", "fine-tuned fraction"),
+            ("validation_part_weights", "weight"),
+        ):
+            if record.get(key):
+                curve = ", ".join(f"{w} {m['recall_at_1']:.4f}" for w, m in record[key].items())
+                description += f" (validation R@1 by {by}: {curve})"
+        if record.get("reranker_train_seconds") is not None:
+            description += f" (the re-ranker's training: {record['reranker_train_seconds']:.0f} s)"
         for key, label in (
             ("uncorrected", "uncorrected"),
             ("without_parts", "without parts"),

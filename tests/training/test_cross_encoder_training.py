@@ -100,8 +100,10 @@ def test_bad_input_is_a_clear_error():
         def forward(self, queries, documents):
             return super().forward(queries, documents) * float("nan")
 
-    with pytest.raises(FloatingPointError, match="loss became nan"):
-        train_cross_encoder(Broken(["q"], ["a", "b"]), ["q"], ["a"], [["b"]], progress=False)
+    broken = Broken(["q"], ["a", "b"], torch.tensor([[1.0, 2.0]]))
+    with pytest.raises(FloatingPointError, match="loss became nan at step 0"):
+        train_cross_encoder(broken, ["q"], ["a"], [["b"]], progress=False)
+    assert broken.table.detach().tolist() == [[1.0, 2.0]]  # raised before any update
 
     class WrongShape(TableScorer):
         def forward(self, queries, documents):

@@ -33,6 +33,17 @@ from tripletkit.validation import check_texts
 __all__ = ["CrossEncoder"]
 
 
+def _check_pairs(queries: Sequence[str], documents: Sequence[str]) -> tuple[list[str], list[str]]:
+    queries = check_texts(queries, "queries")
+    documents = check_texts(documents, "documents")
+    if len(queries) != len(documents):
+        raise ValueError(
+            f"queries and documents must pair up; got {len(queries)} queries and "
+            f"{len(documents)} documents"
+        )
+    return queries, documents
+
+
 class CrossEncoder(nn.Module):
     """Scores ``(query, document)`` pairs with one transformer over both texts.
 
@@ -77,13 +88,7 @@ class CrossEncoder(nn.Module):
 
     def tokenize(self, queries: Sequence[str], documents: Sequence[str]) -> dict[str, torch.Tensor]:
         """Token ids of the pair sequences ``[CLS] q [SEP] d [SEP]``, padded to the longest."""
-        queries = check_texts(queries, "queries")
-        documents = check_texts(documents, "documents")
-        if len(queries) != len(documents):
-            raise ValueError(
-                f"queries and documents must pair up; got {len(queries)} queries and "
-                f"{len(documents)} documents"
-            )
+        queries, documents = _check_pairs(queries, documents)
         encoded = self.encoder.tokenizer(
             queries,
             documents,
@@ -110,13 +115,7 @@ class CrossEncoder(nn.Module):
         Pairs of similar length are scored together (less padding); the order of the result is
         the order of the input. The module's train/eval mode is restored afterwards.
         """
-        queries = check_texts(queries, "queries")
-        documents = check_texts(documents, "documents")
-        if len(queries) != len(documents):
-            raise ValueError(
-                f"queries and documents must pair up; got {len(queries)} queries and "
-                f"{len(documents)} documents"
-            )
+        queries, documents = _check_pairs(queries, documents)
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
         order = sorted(range(len(queries)), key=lambda i: len(queries[i]) + len(documents[i]))

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from tripletkit.training.schedule import lr_factor
+from tripletkit.training.steps import StepLoop
 from tripletkit.validation import check_positive, check_texts
 
 __all__ = ["RerankerTrainResult", "train_cross_encoder"]
@@ -140,23 +140,24 @@ def train_cross_encoder(
     groups = [{"params": body_params, "lr": lr}]
     if head_params:
         groups.append({"params": head_params, "lr": head_lr})
-    optimizer = torch.optim.AdamW(groups, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total_steps, warmup_fraction, schedule)
+    loop = StepLoop(
+        groups,
+        total_steps=total_steps,
+        warmup_fraction=warmup_fraction,
+        schedule=schedule,
+        weight_decay=weight_decay,
+        max_grad_norm=max_grad_norm,
+        what="the re-ranker's loss",
+        progress="training the re-ranker" if progress else None,
+        on_step=on_step,
     )
-    parameters = body_params + head_params
     rng = random.Random(seed)
     result = RerankerTrainResult(steps=0, losses=[], seconds=0.0, skipped_queries=skipped)
     start = time.perf_counter()
     order: list[int] = []
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total_steps, desc="training the re-ranker", unit="step")
     model.train()
     try:
-        for step in range(total_steps):
+        for _ in range(total_steps):
             if not order:
                 order = list(usable)
                 rng.shuffle(order)
@@ -185,29 +186,10 @@ def train_cross_encoder(
             rows = torch.repeat_interleave(torch.arange(len(batch)), torch.tensor(sizes))
             lists = lists.index_put((rows.to(scores.device), columns), scores)
             targets = torch.zeros(len(batch), dtype=torch.long, device=scores.device)
-            loss = F.cross_entropy(lists, targets)
-            value = float(loss.detach())
-            if not math.isfinite(value):
-                raise FloatingPointError(
-                    f"the re-ranker's loss became {value} at step {step}; lower lr (now {lr}) or "
-                    "head_lr, or check the data"
-                )
-            loss.backward()
-            if max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            result.losses.append(value)
+            result.losses.append(loop.step(F.cross_entropy(lists, targets)))
             result.steps += 1
-            if on_step is not None:
-                on_step(step, value)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{value:.4f}")
     finally:
-        if bar is not None:
-            bar.close()
+        loop.close()
         model.eval()
     result.seconds = time.perf_counter() - start
     return result

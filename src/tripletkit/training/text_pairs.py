@@ -65,7 +65,7 @@ import torch
 from tripletkit.evaluation.text import split_parts
 from tripletkit.losses import BatchTripletLoss, MultipleNegativesRankingLoss
 from tripletkit.models.embedding import uses_projector
-from tripletkit.training.schedule import lr_factor
+from tripletkit.training.steps import StepLoop
 from tripletkit.validation import check_choice, check_positive
 
 __all__ = [
@@ -463,10 +463,16 @@ def train_text_pairs(
         )
         result.mining_seconds += time.perf_counter() - lexical_start
 
-    parameters = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(_parameter_groups(model, lr, weight_decay, layer_lr_decay), lr=lr)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: lr_factor(step, total_steps, warmup_fraction, schedule)
+    loop = StepLoop(
+        _parameter_groups(model, lr, weight_decay, layer_lr_decay),
+        total_steps=total_steps,
+        warmup_fraction=warmup_fraction,
+        schedule=schedule,
+        weight_decay=weight_decay,
+        max_grad_norm=max_grad_norm,
+        progress="training" if progress else None,
+        on_step=on_step,
+        clipped=[p for p in model.parameters() if p.requires_grad],
     )
 
     rng = random.Random(seed)
@@ -489,11 +495,6 @@ def train_text_pairs(
         ]
         return hard_batch_plan(unused, neighbours, batch_size, rng)
 
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=total_steps, desc="training", unit="step")
     model.train()
     try:
         for step in range(total_steps):
@@ -521,27 +522,10 @@ def train_text_pairs(
                 ],
                 [_joined(appended[i] if hard_batches else current[i], lexical[i]) for i in batch],
             )
-            step_loss.backward()
-            if max_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            value = float(step_loss.detach())
-            if not math.isfinite(value):
-                raise FloatingPointError(
-                    f"the loss became {value} at step {step}; lower lr (now {lr}) or check the data"
-                )
-            result.losses.append(value)
+            result.losses.append(loop.step(step_loss))
             result.steps += 1
-            if on_step is not None:
-                on_step(step, value)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{value:.4f}")
     finally:
-        if bar is not None:
-            bar.close()
+        loop.close()
         model.eval()
     result.seconds = time.perf_counter() - start
     return result
