@@ -21,6 +21,7 @@ re-mining included; model loading and the final evaluation excluded).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import platform
@@ -276,15 +277,21 @@ def _trained_reranker(
 ) -> tuple[CrossEncoder, float, dict[str, Any]]:
     """The re-ranker of recipe ``name``'s fine-tuned ``model``: (cross-encoder, training seconds
     with the candidates' mining, record fields); kept in ``models_dir`` as
-    ``<name>.reranker.safetensors`` like the recipes' weights."""
+    ``<name>.reranker.safetensors`` like the recipes' weights, and reused only for the same
+    options and the same bi-encoder weights."""
     from safetensors.torch import load_file, save_file
 
     options = dict(RERANKER_OPTIONS)
+    encoder_digest = hashlib.sha256()
+    for key, value in sorted(model.state_dict().items()):
+        encoder_digest.update(key.encode())
+        encoder_digest.update(value.detach().contiguous().numpy().tobytes())
     weights = None if models_dir is None else models_dir / f"{name}.reranker.safetensors"
     about = None if weights is None else weights.with_suffix(".json")
     if weights is not None and weights.is_file() and about.is_file():
         kept = json.loads(about.read_text())
-        if kept["options"] == json.loads(json.dumps(options)):
+        same = kept.get("encoder_sha256") == encoder_digest.hexdigest()
+        if same and kept["options"] == json.loads(json.dumps(options)):
             reranker = CrossEncoder(max_length=options["max_length"], pretrained=False)
             reranker.load_state_dict(load_file(weights))
             print(f"{name}: re-ranker from {weights}", file=sys.stderr, flush=True)
@@ -326,7 +333,12 @@ def _trained_reranker(
     if weights is not None:
         weights.parent.mkdir(parents=True, exist_ok=True)
         save_file({k: v.detach().contiguous() for k, v in reranker.state_dict().items()}, weights)
-        kept = {"options": options, "train_seconds": seconds, "extra": extra}
+        kept = {
+            "options": options,
+            "encoder_sha256": encoder_digest.hexdigest(),
+            "train_seconds": seconds,
+            "extra": extra,
+        }
         atomic_write_text(about, json.dumps(kept, indent=1) + "\n")
     return reranker.eval(), seconds, extra
 

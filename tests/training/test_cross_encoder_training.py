@@ -111,3 +111,37 @@ def test_bad_input_is_a_clear_error():
 
     with pytest.raises(ValueError, match="one score per pair"):
         train_cross_encoder(WrongShape(["q"], ["a", "b"]), ["q"], ["a"], [["b"]], progress=False)
+
+
+def test_the_score_layer_trains_at_its_own_learning_rate():
+    class WithHead(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = torch.nn.Linear(1, 1, bias=False)
+            self.head = torch.nn.Linear(1, 1, bias=False)
+            for layer in (self.body, self.head):
+                torch.nn.init.ones_(layer.weight)
+
+        def forward(self, queries, documents):
+            x = torch.tensor(
+                [[float(len(q) - len(d))] for q, d in zip(queries, documents, strict=True)]
+            )
+            return self.head(self.body(x)).squeeze(-1)
+
+    model = WithHead()
+    # one step of AdamW (no warm-up, no decay, no clipping) moves each weight by its group's lr
+    train_cross_encoder(
+        model,
+        ["qq"],
+        ["d"],
+        [["ddd"]],
+        lr=1e-3,
+        head_lr=1e-1,
+        warmup_fraction=0.0,
+        schedule="constant",
+        weight_decay=0.0,
+        max_grad_norm=None,
+        progress=False,
+    )
+    assert abs(model.body.weight.item() - 1.0) == pytest.approx(1e-3, rel=1e-3)
+    assert abs(model.head.weight.item() - 1.0) == pytest.approx(1e-1, rel=1e-3)

@@ -161,12 +161,32 @@ def test_fixed_negatives_and_in_batch_only() -> None:
         (dict(layer_lr_decay=0.0), "layer_lr_decay"),
         (dict(layer_lr_decay=1.5), "layer_lr_decay"),
         (dict(positive_augment="shuffle"), "positive_augment must be a callable"),
+        (dict(schedule="cosin"), "schedule"),
+        (dict(warmup_fraction=1.0), "warmup_fraction"),
+        (dict(weight_decay=-0.1), "weight_decay"),
+        (dict(max_grad_norm=0.0), "max_grad_norm"),
     ],
 )
 def test_bad_options(kwargs, message) -> None:
     queries, documents = _pairs(4)
     with pytest.raises((ValueError, TypeError), match=message):
         train_text_pairs(BagOfWords(), queries, documents, progress=False, **kwargs)
+
+
+def test_a_non_finite_loss_raises_before_any_update(monkeypatch) -> None:
+    import tripletkit.training.text_pairs as text_pairs
+
+    # the step's loss, made NaN (the losses themselves reject non-finite embeddings earlier)
+    real_step = text_pairs._step
+    monkeypatch.setattr(
+        text_pairs, "_step", lambda *args, **kwargs: real_step(*args, **kwargs) * float("nan")
+    )
+    model = BagOfWords()
+    before = model.table.detach().clone()
+    queries, documents = _pairs(4)
+    with pytest.raises(FloatingPointError, match="loss became nan at step 0"):
+        train_text_pairs(model, queries, documents, loss="mnrl", progress=False)
+    assert torch.equal(model.table.detach(), before)
 
 
 def test_mismatched_pairs() -> None:

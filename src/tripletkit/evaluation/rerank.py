@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import numpy as np
@@ -47,7 +48,7 @@ def _keys(first_distances: Any, scores: Any, weight: float) -> tuple[np.ndarray,
         raise ValueError(
             f"scores has shape {second.shape}; expected {distances.shape}, one per candidate"
         )
-    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight >= 0:
+    if isinstance(weight, bool) or not isinstance(weight, numbers.Real) or not weight >= 0:
         raise ValueError(
             f"weight must be a number >= 0 (math.inf: the scores alone); got {weight!r}"
         )
@@ -99,7 +100,9 @@ def reranked_ranks(
     Returns:
         ``(N,)`` int64: for a query whose correct item is among its candidates, ``1 +`` the
         number of candidates that re-rank strictly ahead of it (ties count in its favour, as
-        ``rank_of_correct``); otherwise ``max(first_rank, K + 1)``, behind every candidate.
+        ``rank_of_correct``); otherwise ``max(first_rank, K + 1)``, behind every candidate. So
+        ``weight=0`` reproduces ``first_ranks``, except for a correct item that ties with the
+        ``K``-th candidate and was left out of the candidates: it ranks ``K + 1`` here.
     """
     primary, secondary = _keys(first_distances, scores, weight)
     ids = np.asarray(candidate_ids)

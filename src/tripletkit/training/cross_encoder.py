@@ -11,8 +11,8 @@ model's scores as logits)::
 averaged over the batch's queries. Train it on the kind of candidates it will re-order: the
 negatives a first-stage retriever ranks high, not random documents.
 
-AdamW with linear warm-up and decay (:func:`tripletkit.training.schedule.lr_factor`), gradient
-clipping; a model with a ``head`` attribute (the score layer of
+AdamW with linear warm-up and decay (:func:`tripletkit.training.schedule.lr_factor`; weight
+decay on every parameter, biases and norms included), gradient clipping; a model with a ``head`` attribute (the score layer of
 :class:`~tripletkit.models.cross_encoder.CrossEncoder`) trains that layer at ``head_lr``, since it
 starts from random weights while the transformer starts trained.
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["lr_factor"]
+__all__ = ["SCHEDULES", "lr_factor"]
+
+#: The shapes :func:`lr_factor` knows after its warm-up.
+SCHEDULES: tuple[str, ...] = ("linear", "cosine", "constant")
 
 
 def lr_factor(

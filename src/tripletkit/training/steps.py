@@ -10,7 +10,8 @@ from typing import Any
 
 import torch
 
-from tripletkit.training.schedule import lr_factor
+from tripletkit.training.schedule import SCHEDULES, lr_factor
+from tripletkit.validation import check_choice, check_nonnegative, check_positive
 
 __all__ = ["StepLoop"]
 
@@ -47,6 +48,12 @@ class StepLoop:
         on_step: Callable[[int, float], None] | None = None,
         clipped: Sequence[torch.nn.Parameter] | None = None,
     ) -> None:
+        check_choice(schedule, SCHEDULES, "schedule")
+        if not 0 <= check_nonnegative(warmup_fraction, "warmup_fraction") < 1:
+            raise ValueError(f"warmup_fraction must be in [0, 1); got {warmup_fraction!r}")
+        check_nonnegative(weight_decay, "weight_decay")
+        if max_grad_norm is not None:
+            check_positive(max_grad_norm, "max_grad_norm")
         self.parameters = (
             [p for group in groups for p in group["params"]] if clipped is None else list(clipped)
         )

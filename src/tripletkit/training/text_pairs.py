@@ -65,6 +65,7 @@ import torch
 from tripletkit.evaluation.text import split_parts
 from tripletkit.losses import BatchTripletLoss, MultipleNegativesRankingLoss
 from tripletkit.models.embedding import uses_projector
+from tripletkit.training.schedule import SCHEDULES
 from tripletkit.training.steps import StepLoop
 from tripletkit.validation import check_choice, check_positive
 
@@ -357,7 +358,7 @@ def train_text_pairs(
             "number (>= 1) of each, pair i being (queries[i], positives[i])"
         )
     loss = check_choice(loss, TEXT_PAIR_LOSSES, "loss")
-    check_choice(schedule, ("linear", "cosine", "constant"), "schedule")
+    check_choice(schedule, SCHEDULES, "schedule")
     epochs = check_positive(epochs, "epochs")
     lr = check_positive(lr, "lr")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
