@@ -152,7 +152,6 @@ def train_cross_encoder(
         on_step=on_step,
     )
     rng = random.Random(seed)
-    result = RerankerTrainResult(steps=0, losses=[], seconds=0.0, skipped_queries=skipped)
     start = time.perf_counter()
     order: list[int] = []
     model.train()
@@ -186,10 +185,13 @@ def train_cross_encoder(
             rows = torch.repeat_interleave(torch.arange(len(batch)), torch.tensor(sizes))
             lists = lists.index_put((rows.to(scores.device), columns), scores)
             targets = torch.zeros(len(batch), dtype=torch.long, device=scores.device)
-            result.losses.append(loop.step(F.cross_entropy(lists, targets)))
-            result.steps += 1
+            loop.step(F.cross_entropy(lists, targets))
     finally:
         loop.close()
         model.eval()
-    result.seconds = time.perf_counter() - start
-    return result
+    return RerankerTrainResult(
+        steps=len(loop.losses),
+        losses=loop.losses,
+        seconds=time.perf_counter() - start,
+        skipped_queries=skipped,
+    )
