@@ -8,12 +8,13 @@ rename itself survives a power cut.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_write_text", "fsync_directory", "fsync_file", "write_atomic"]
+__all__ = ["atomic_write_text", "fsync_directory", "fsync_file", "sha256_of_file", "write_atomic"]
 
 
 def fsync_file(path: str | os.PathLike[str]) -> None:
@@ -69,3 +70,13 @@ def write_atomic(path: str | os.PathLike[str], write: Callable[[Path], None]) ->
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` to ``path`` atomically (see :func:`write_atomic`)."""
     write_atomic(path, lambda temporary: temporary.write_text(text))
+
+
+def sha256_of_file(path: str | os.PathLike[str]) -> str:
+    """The SHA-256 hex digest of a file's bytes, read in 1 MiB blocks (checksums of saved
+    weights and index files)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from tripletkit.evaluation import knn
+from tripletkit.files import sha256_of_file
 
 faiss = pytest.importorskip("faiss")
 VectorIndex = pytest.importorskip("tripletkit.index").VectorIndex
@@ -214,13 +215,13 @@ def test_a_pickle_with_a_valid_checksum_is_rejected_without_running_it(tmp_path)
         target.write_bytes(pickle.dumps(_Payload(marker)))
         entry = manifest["files"][role]
         entry["bytes"] = target.stat().st_size
-        entry["sha256"] = storage._sha256(target)
+        entry["sha256"] = sha256_of_file(target)
         (path / "manifest.json").write_text(json.dumps(manifest))
         with pytest.raises(ValueError, match=r"not a readable faiss index|not an SQLite"):
             VectorIndex.load(path)
         assert not marker.exists()
         target.write_bytes(saved)
-        entry["bytes"], entry["sha256"] = len(saved), storage._sha256(target)
+        entry["bytes"], entry["sha256"] = len(saved), sha256_of_file(target)
 
 
 def test_eight_threads_of_queries_agree_with_serial_search():

@@ -84,3 +84,32 @@ def test_bad_input_is_a_clear_error(reranker: CrossEncoder) -> None:
         reranker.score(["a"], [3])
     with pytest.raises(ValueError, match="batch_size"):
         reranker.score(["a"], ["b"], batch_size=0)
+
+
+def test_save_and_load_give_the_same_scores(reranker: CrossEncoder, tmp_path) -> None:
+    with torch.no_grad():
+        reranker.head.bias.add_(0.25)  # not the fresh layer of a new instance
+    path = reranker.save(tmp_path / "reranker")
+    assert sorted(p.name for p in path.iterdir()) == [
+        "cross_encoder.json",
+        "cross_encoder.safetensors",
+    ]
+    loaded = CrossEncoder.load(path)
+    assert loaded.model_path is None and not loaded.training
+    torch.testing.assert_close(
+        loaded.score(QUERIES, DOCUMENTS), reranker.score(QUERIES, DOCUMENTS), rtol=0, atol=0
+    )
+    # a weights file from another save is refused
+    CrossEncoder(pretrained=False).save(tmp_path / "other")
+    (path / "cross_encoder.safetensors").write_bytes(
+        (tmp_path / "other" / "cross_encoder.safetensors").read_bytes()
+    )
+    with pytest.raises(ValueError, match="checksum"):
+        CrossEncoder.load(path)
+    with pytest.raises(FileNotFoundError, match=r"CrossEncoder\.save"):
+        CrossEncoder.load(tmp_path / "missing")
+
+
+def test_from_text_model_keeps_the_bundled_model_portable() -> None:
+    reranker = CrossEncoder.from_text_model(create_model("text_encoder"))
+    assert reranker.model_path is None  # the installed bundled model, not this machine's path

@@ -17,12 +17,13 @@ No pickle is involved anywhere, so loading a file cannot execute code.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import secrets
 from pathlib import Path
 from typing import Any
+
+from tripletkit.files import sha256_of_file
 
 __all__ = [
     "FORMAT_NAME",
@@ -38,14 +39,6 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 _DATA_PREFIXES = ("vectors-", "metadata-", ".tmp-")
 _MAX_MANIFEST_BYTES = 1 << 20
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _fsync_file(path: Path) -> None:
@@ -67,7 +60,7 @@ def _fsync_directory(path: Path) -> None:
 
 
 def _file_entry(path: Path) -> dict[str, Any]:
-    return {"name": path.name, "bytes": path.stat().st_size, "sha256": _sha256(path)}
+    return {"name": path.name, "bytes": path.stat().st_size, "sha256": sha256_of_file(path)}
 
 
 def write_index_directory(
@@ -166,6 +159,6 @@ def verified_path(directory: Path, manifest: dict[str, Any], role: str) -> Path:
             f"{path} has {path.stat().st_size} bytes but the manifest says {entry.get('bytes')}; "
             "the file is truncated or was replaced"
         )
-    if _sha256(path) != entry.get("sha256"):
+    if sha256_of_file(path) != entry.get("sha256"):
         raise ValueError(f"{path} fails its SHA-256 checksum; the file is corrupt")
     return path

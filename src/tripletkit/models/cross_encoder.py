@@ -21,16 +21,25 @@ Example:
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from tripletkit.files import sha256_of_file, write_atomic
 from tripletkit.models.text import TextEncoderBackbone
 from tripletkit.validation import check_texts
 
 __all__ = ["CrossEncoder"]
+
+#: The files :meth:`CrossEncoder.save` writes.
+WEIGHTS_FILE = "cross_encoder.safetensors"
+CONFIG_FILE = "cross_encoder.json"
+FORMAT = "tripletkit-cross-encoder"
+FORMAT_VERSION = 1
 
 
 def _check_pairs(queries: Sequence[str], documents: Sequence[str]) -> tuple[list[str], list[str]]:
@@ -62,6 +71,7 @@ class CrossEncoder(nn.Module):
         max_length: int = 128,
     ) -> None:
         super().__init__()
+        self.model_path = None if model_path is None else str(model_path)
         self.encoder = TextEncoderBackbone(
             model_path, pretrained=pretrained, max_length=max_length, pooling="mean"
         )
@@ -81,10 +91,64 @@ class CrossEncoder(nn.Module):
                 "from_text_model needs a text model (create_model('text_encoder') or its "
                 f"backbone); got {type(model).__name__}"
             )
-        source = Path(backbone.tokenizer.name_or_path)
+        config = getattr(model, "config", None)
+        if isinstance(config, dict) and "model_path" in config:
+            source = config["model_path"]  # None: the bundled model, wherever it is installed
+        else:
+            source = backbone.tokenizer.name_or_path
         reranker = cls(source, pretrained=False, max_length=max_length)
         reranker.encoder.transformer.load_state_dict(backbone.transformer.state_dict())
         return reranker
+
+    def save(self, directory: str | os.PathLike[str]) -> Path:
+        """Write the weights (``cross_encoder.safetensors``) and what rebuilds the model
+        (``cross_encoder.json``: the model directory, ``max_length``, the weights' SHA-256) to
+        ``directory``, each file atomically; :meth:`load` reads them back."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        tensors = {k: v.detach().cpu().contiguous() for k, v in self.state_dict().items()}
+        weights = directory / WEIGHTS_FILE
+        write_atomic(weights, lambda tmp: save_file(tensors, str(tmp), metadata={"format": "pt"}))
+        document = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "model_path": self.model_path,
+            "max_length": self.encoder.input_spec.max_length,
+            "weights_sha256": sha256_of_file(weights),
+        }
+        text = json.dumps(document, indent=2, sort_keys=True) + "\n"
+        write_atomic(directory / CONFIG_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+        return directory
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike[str]) -> CrossEncoder:
+        """A cross-encoder written by :meth:`save`, in eval mode (its tokenizer is read from the
+        saved ``model_path``; ``None`` there is the installed bundled model)."""
+        from safetensors.torch import load_file
+
+        config_path = Path(directory) / CONFIG_FILE
+        weights = Path(directory) / WEIGHTS_FILE
+        if not (config_path.is_file() and weights.is_file()):
+            raise FileNotFoundError(
+                f"{directory} has no {CONFIG_FILE} and {WEIGHTS_FILE}; expected a directory "
+                "written by CrossEncoder.save"
+            )
+        document = json.loads(config_path.read_text(encoding="utf-8"))
+        if document.get("format") != FORMAT or document.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{config_path} is not a cross-encoder of format {FORMAT!r} version "
+                f"{FORMAT_VERSION}"
+            )
+        if sha256_of_file(weights) != document.get("weights_sha256"):
+            raise ValueError(
+                f"{weights} does not match the checksum in {config_path}: the two files come "
+                "from different saves"
+            )
+        model = cls(document["model_path"], pretrained=False, max_length=document["max_length"])
+        model.load_state_dict(load_file(str(weights)), strict=True)
+        return model.eval()
 
     def tokenize(self, queries: Sequence[str], documents: Sequence[str]) -> dict[str, torch.Tensor]:
         """Token ids of the pair sequences ``[CLS] q [SEP] d [SEP]``, padded to the longest."""

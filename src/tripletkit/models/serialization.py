@@ -14,7 +14,6 @@ whose weights do not match its config.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from tripletkit.files import write_atomic
+from tripletkit.files import sha256_of_file, write_atomic
 from tripletkit.models.embedding import EmbeddingModel
 from tripletkit.models.registry import create_model_from_config
 
@@ -41,14 +40,6 @@ WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
 FORMAT = "tripletkit-model"
 FORMAT_VERSION = 1
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _state_tensors(model: EmbeddingModel) -> dict[str, torch.Tensor]:
@@ -112,7 +103,7 @@ def save_model(model: EmbeddingModel, directory: str | os.PathLike[str]) -> Path
         "embedding_dim": model.embedding_dim,
         "input_spec": model.input_spec.to_dict() if model.input_spec is not None else None,
         "weights_file": WEIGHTS_FILE,
-        "weights_sha256": _sha256(weights_path),
+        "weights_sha256": sha256_of_file(weights_path),
     }
     text = json.dumps(document, indent=2, sort_keys=True) + "\n"
     write_atomic(directory / CONFIG_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
@@ -170,7 +161,7 @@ def load_model(
     if not weights_path.is_file():
         raise FileNotFoundError(f"{weights_path} does not exist; the saved model is incomplete")
     expected = document.get("weights_sha256")
-    if expected is not None and _sha256(weights_path) != expected:
+    if expected is not None and sha256_of_file(weights_path) != expected:
         raise ValueError(
             f"{weights_path} does not match the checksum in {directory / CONFIG_FILE}: the two "
             "files come from different saves (an interrupted save_model, or a copied file)"
