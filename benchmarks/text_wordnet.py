@@ -276,26 +276,22 @@ def _trained_reranker(
     name: str, model: torch.nn.Module, task: WordNetRetrievalTask, models_dir: Path | None
 ) -> tuple[CrossEncoder, float, dict[str, Any]]:
     """The re-ranker of recipe ``name``'s fine-tuned ``model``: (cross-encoder, training seconds
-    with the candidates' mining, record fields); kept in ``models_dir`` as
-    ``<name>.reranker.safetensors`` like the recipes' weights, and reused only for the same
-    options and the same bi-encoder weights."""
-    from safetensors.torch import load_file, save_file
-
+    with the candidates' mining, record fields); kept in ``models_dir`` as ``<name>.reranker/``
+    (:meth:`CrossEncoder.save`, the training's options and figures in ``<name>.reranker.json``)
+    and reused only for the same options and the same bi-encoder weights."""
     options = dict(RERANKER_OPTIONS)
     encoder_digest = hashlib.sha256()
     for key, value in sorted(model.state_dict().items()):
         encoder_digest.update(key.encode())
         encoder_digest.update(value.detach().contiguous().numpy().tobytes())
-    weights = None if models_dir is None else models_dir / f"{name}.reranker.safetensors"
-    about = None if weights is None else weights.with_suffix(".json")
-    if weights is not None and weights.is_file() and about.is_file():
+    kept_dir = None if models_dir is None else models_dir / f"{name}.reranker"
+    about = None if models_dir is None else models_dir / f"{name}.reranker.json"
+    if kept_dir is not None and kept_dir.is_dir() and about.is_file():
         kept = json.loads(about.read_text())
         same = kept.get("encoder_sha256") == encoder_digest.hexdigest()
         if same and kept["options"] == json.loads(json.dumps(options)):
-            reranker = CrossEncoder(max_length=options["max_length"], pretrained=False)
-            reranker.load_state_dict(load_file(weights))
-            print(f"{name}: re-ranker from {weights}", file=sys.stderr, flush=True)
-            return reranker.eval(), kept["train_seconds"], kept["extra"]
+            print(f"{name}: re-ranker from {kept_dir}", file=sys.stderr, flush=True)
+            return CrossEncoder.load(kept_dir), kept["train_seconds"], kept["extra"]
     torch.manual_seed(SEED)
     start = time.perf_counter()
     unused = random.Random(SEED).sample(task.unused_documents, options["unused_documents"])
@@ -330,9 +326,8 @@ def _trained_reranker(
         "reranker_steps": result.steps,
         "reranker_final_loss": round(float(np.mean(result.losses[-20:])), 4),
     }
-    if weights is not None:
-        weights.parent.mkdir(parents=True, exist_ok=True)
-        save_file({k: v.detach().contiguous() for k, v in reranker.state_dict().items()}, weights)
+    if kept_dir is not None:
+        reranker.save(kept_dir)
         kept = {
             "options": options,
             "encoder_sha256": encoder_digest.hexdigest(),

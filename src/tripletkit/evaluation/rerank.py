@@ -72,10 +72,7 @@ def rerank_order(first_distances: Any, scores: Any, *, weight: float) -> np.ndar
     """
     primary, secondary = _keys(first_distances, scores, weight)
     position = np.broadcast_to(np.arange(primary.shape[1]), primary.shape)
-    order = np.empty(primary.shape, dtype=np.int64)
-    for row in range(primary.shape[0]):
-        order[row] = np.lexsort((position[row], -secondary[row], -primary[row]))
-    return order
+    return np.lexsort((position, -secondary, -primary), axis=-1).astype(np.int64)
 
 
 def reranked_ranks(
