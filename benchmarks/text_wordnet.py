@@ -802,6 +802,11 @@ TRIPLETKIT_RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
         "seed for the recipe's level",
         {**_BEST, "seed": 2},
     ),
+    "tk-mnrl-hb-remine-2ep-unused3-lr2e4-seed3": (
+        "tk-mnrl-hb-remine-2ep-unused3-lr2e4 with seed 3 (pair order and dropout): a fourth "
+        "seed for the recipe's level",
+        {**_BEST, "seed": 3},
+    ),
     "tk-mnrl-hb-remine-2ep-unused3from3-lr2e4": (
         "as tk-mnrl-hb-remine-2ep-unused3-lr2e4, the appended negatives taken from ranks 3-20 "
         "instead of 1-10 (the two nearest unused documents skipped: the likeliest false "

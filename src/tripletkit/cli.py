@@ -897,5 +897,16 @@ command("mine-negatives", "mine hard negatives for (query, positive) pairs from 
 )
 
 
+def _add_train_pairs_arguments(parser: argparse.ArgumentParser) -> None:
+    from tripletkit.cli_train_pairs import add_arguments
+
+    add_arguments(parser)
+
+
+command(
+    "train-pairs", "fine-tune a text model on (query, positive) pairs with mined hard negatives"
+)(_add_train_pairs_arguments)
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "load_encoder", "run", "text_column"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(run=run)
 
 
-def _text_column(columns: dict[str, list[Any]], name: str, path: str, option: str) -> list[str]:
+def text_column(columns: dict[str, list[Any]], name: str, path: str, option: str) -> list[str]:
     if name not in columns:
         found = ", ".join(repr(c) for c in columns) or "none"
         raise ValueError(f"{path} has no column {name!r} (found: {found}); set {option}")
@@ -114,9 +114,9 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {args.out!r}: use a .parquet, .csv, .tsv or .jsonl file")
     pairs = read_manifest(args.pairs).columns
     corpus_columns = read_manifest(args.corpus).columns
-    queries = _text_column(pairs, args.query_column, args.pairs, "--query-column")
-    positives = _text_column(pairs, args.positive_column, args.pairs, "--positive-column")
-    corpus = _text_column(corpus_columns, args.text_column, args.corpus, "--text-column")
+    queries = text_column(pairs, args.query_column, args.pairs, "--query-column")
+    positives = text_column(pairs, args.positive_column, args.pairs, "--positive-column")
+    corpus = text_column(corpus_columns, args.text_column, args.corpus, "--text-column")
     positive_ids = corpus_ids = None
     if "positive_id" in pairs and args.id_column in corpus_columns:
         positive_ids = [str(v) for v in pairs["positive_id"]]
