@@ -1,4 +1,5 @@
-"""The README's Python examples run as written, and its two commands exist in the Makefile."""
+"""The README's Python examples run as written, its `tripletkit` command lines parse, and its two
+commands exist in the Makefile."""
 
 from __future__ import annotations
 
@@ -30,3 +31,29 @@ def test_readme_commands_are_make_targets():
 
 def test_readme_has_no_unfilled_placeholders():
     assert not re.findall(r"\b[A-Z]+_(?:TABLE|SECTION)\b", README)
+
+
+def _readme_commands() -> list[str]:
+    """Every ``tripletkit ...`` line of the README's bash examples (continuations joined,
+    comments dropped)."""
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", README, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            line = line.split(" #")[0].strip()
+            if line.startswith("tripletkit "):
+                commands.append(line)
+    return commands
+
+
+def test_readme_command_lines_parse():
+    import shlex
+
+    from tripletkit.cli import build_parser
+
+    commands = _readme_commands()
+    assert any(c.startswith("tripletkit train-pairs") for c in commands)
+    for line in commands:
+        try:
+            build_parser().parse_args(shlex.split(line)[1:])
+        except SystemExit as exit_:  # argparse's way of refusing a flag or a missing argument
+            raise AssertionError(f"the README's {line!r} does not parse") from exit_
