@@ -179,7 +179,9 @@ def test_an_existing_output_is_kept_unless_overwrite(start_model, files, tmp_pat
     [
         (["--query-column", "question"], "no column 'question'"),
         (["--lr", "nan"], "--lr must be a finite number"),
-        (["--hard-batches", "--corpus-negatives", "2"], "--corpus-negatives needs --corpus"),
+        (["--hard-batches", "--corpus-negatives", "2"], "--corpus-negatives applies with"),
+        (["--corpus-negatives", "2"], "--corpus-negatives applies with --hard-batches"),
+        (["--max-score-ratio", "inf"], "--max-score-ratio must be a finite number"),
         (["--batch-size", "1"], "batch_size must be an integer >= 2"),
         (["--model", "no-such-model"], "no such run or model directory"),
     ],

@@ -137,6 +137,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _options(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of ``train_text_pairs`` that the command line set."""
+    for name, value in vars(args).items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"--{name.replace('_', '-')} must be a finite number; got {value}")
+    if args.corpus_negatives is not None and not (args.hard_batches and args.corpus):
+        raise ValueError(
+            "--corpus-negatives applies with --hard-batches and --corpus (the documents the "
+            "appended negatives come from)"
+        )
     options = {name: getattr(args, name) for name in _PASSED if getattr(args, name) is not None}
     if options.get("max_grad_norm") == 0:
         options["max_grad_norm"] = None
@@ -152,9 +160,6 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
         # With hard batches the corpus supplies the only negatives that are not labelled pairs'
         # positives: the guards apply to them, and the batches' neighbours take every rank.
         options["corpus_mining_options" if args.hard_batches else "mining_options"] = mining
-    for name, value in options.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"--{name.replace('_', '-')} must be a finite number; got {value}")
     return options
 
 
@@ -171,8 +176,6 @@ def run(args: argparse.Namespace) -> int:
     if model_dir.exists() and not args.overwrite:
         raise ValueError(f"{model_dir} exists already; choose another --out or add --overwrite")
     options = _options(args)
-    if args.hard_batches and args.corpus is None and args.corpus_negatives is not None:
-        raise ValueError("--corpus-negatives needs --corpus (the documents they come from)")
     pairs = read_manifest(args.pairs).columns
     queries = text_column(pairs, args.query_column, args.pairs, "--query-column")
     positives = text_column(pairs, args.positive_column, args.pairs, "--positive-column")
