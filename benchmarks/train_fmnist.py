@@ -189,13 +189,15 @@ def interleaved_step_times(data, rounds: int = 8, steps: int = 10) -> dict[str, 
     from pytorch_metric_learning import losses, miners
 
     from tripletkit.losses import BatchTripletLoss
+    from tripletkit.training.trainer import resolve_precision
 
+    cpu = torch.device("cpu")
     xtr, ytr, _, _ = data
     index = next(_pk_batches(ytr, 1, torch.Generator().manual_seed(0)))
     x, y = xtr[index], ytr[index]
     recipe = load_config_file(RECIPE)
 
-    def pml_step(miner):
+    def pml_step(miner, bf16=False):
         torch.manual_seed(0)
         model = create_model("small_cnn", embedding_dim=64)
         spec = model.input_spec
@@ -204,7 +206,9 @@ def interleaved_step_times(data, rounds: int = 8, steps: int = 10) -> dict[str, 
         optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 
         def step():
-            embeddings = model(inputs)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                embeddings = model(inputs)
+            embeddings = embeddings.float()
             loss = loss_fn(embeddings, y, miner(embeddings, y)) if miner else loss_fn(embeddings, y)
             optimizer.zero_grad()
             loss.backward()
@@ -223,12 +227,17 @@ def interleaved_step_times(data, rounds: int = 8, steps: int = 10) -> dict[str, 
         loss_fn = BatchTripletLoss(
             margin=recipe["loss.margin"], mining=recipe["loss.mining"], distance="squared_euclidean"
         )
+        bf16 = resolve_precision(recipe.get("train.precision", "fp32"), cpu) == "bf16"
         # The trainer's optimizer: fused AdamW over the trained parameters.
         trained = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trained, lr=recipe["optim.lr"], fused=True)
 
         def step():
-            loss = loss_fn(model(x, project=True), y)
+            # The trainer's autocast: bfloat16 for the network where the recipe's precision
+            # resolves to it, the loss in float32.
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                embeddings = model(x, project=True)
+            loss = loss_fn(embeddings.float(), y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -243,6 +252,12 @@ def interleaved_step_times(data, rounds: int = 8, steps: int = 10) -> dict[str, 
         "pml BatchHardMiner, anchor network": pml_step(miners.BatchHardMiner()),
         "tripletkit recipe (configs/fashion-mnist.toml)": tripletkit_step(),
     }
+    if resolve_precision("auto", cpu) == "bf16":
+        # Not a pml recipe (its examples train in float32), but what a pml user could add: the
+        # same bfloat16 autocast around the network.
+        recipes["pml BatchHardMiner, anchor network, bf16 autocast"] = pml_step(
+            miners.BatchHardMiner(), bf16=True
+        )
     times: dict[str, list[float]] = {name: [] for name in recipes}
     for step in recipes.values():  # warm-up (first-call compilation, allocations)
         for _ in range(3):
@@ -487,7 +502,9 @@ def main() -> None:
     )
     if not args.only:
         steps = interleaved_step_times(data, rounds=2 if args.quick else 8)
-        fastest_pml = min(v for k, v in steps.items() if k.startswith("pml"))
+        fastest_pml = min(
+            v for k, v in steps.items() if k.startswith("pml") and "autocast" not in k
+        )
         summary += (
             "\n\nOne training step on one fixed batch, the recipes taking turns (median of "
             "bursts of 10 steps; no data loading or bookkeeping):\n\n"

@@ -119,7 +119,10 @@ _TRAIN_FLAGS = {
     "k": ("data.k", "items per class in a batch"),
     "seed": ("train.seed", "random seed"),
     "device": ("train.device", "auto, cpu, cuda, cuda:1, ..."),
-    "precision": ("train.precision", "fp32, bf16 or fp16"),
+    "precision": (
+        "train.precision",
+        "fp32, bf16, fp16, or auto: bf16 where the device computes it natively, else fp32",
+    ),
 }
 
 
@@ -199,6 +202,8 @@ def _run_train(args: argparse.Namespace) -> int:
         return 0
     print(_metrics_table(outcome))
     print(f"run directory: {outcome.result.run_dir}")
+    if config.train.precision == "auto":
+        print(f"precision: {outcome.result.precision} (train.precision auto)")
     if outcome.report is not None:
         print(f"report: {outcome.report}")
     for message in outcome.result.diagnoses:
@@ -873,6 +878,8 @@ def _run_tune_margin(args: argparse.Namespace) -> int:
         outcome = train(tuning.config, run_dir=out)
         print(_metrics_table(outcome))
         print(f"run directory: {outcome.result.run_dir}")
+    if config.train.precision == "auto":
+        print(f"precision: {outcome.result.precision} (train.precision auto)")
         if outcome.report is not None:
             print(f"report: {outcome.report}")
     return 0

@@ -109,6 +109,52 @@ def test_bf16_autocast_on_cpu_trains_in_bfloat16_and_keeps_fp32_weights(tmp_path
     assert len(losses) == 4 and all(0 <= v < 10 for v in losses)
 
 
+def _native_bfloat16(monkeypatch, present: bool) -> None:
+    """Make this CPU look as if it had (or lacked) bfloat16 instructions."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: present)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+
+
+@pytest.mark.parametrize(("native", "expected"), [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_trains_as_the_precision_it_resolves_to(
+    tmp_path, monkeypatch, native, expected
+):
+    _native_bfloat16(monkeypatch, native)
+    _, auto_model, run = _fit(tmp_path / "auto", **{"train.precision": "auto"})
+    _, same_model, _ = _fit(tmp_path / "same", **{"train.precision": expected})
+    for a, b in zip(auto_model.parameters(), same_model.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert json.loads((run / "summary.json").read_text())["precision"] == expected
+    # ... and not as the other one (the two precisions give different weights here).
+    other = "fp32" if expected == "bf16" else "bf16"
+    _, other_model, _ = _fit(tmp_path / "other", **{"train.precision": other})
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(auto_model.parameters(), other_model.parameters(), strict=True)
+    )
+
+
+def test_resolve_precision(monkeypatch):
+    from tripletkit.training.trainer import resolve_precision
+
+    cpu = torch.device("cpu")
+    for given in ("fp32", "bf16", "fp16"):
+        assert resolve_precision(given, cpu) == given
+    _native_bfloat16(monkeypatch, True)
+    assert resolve_precision("auto", cpu) == "bf16"
+    _native_bfloat16(monkeypatch, False)
+    assert resolve_precision("auto", cpu) == "fp32"
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert resolve_precision("auto", cpu) == "bf16"
+    # A CUDA device: bf16 where the GPU supports it (asked of torch, not of the CPU).
+    cuda = torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    assert resolve_precision("auto", cuda) == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    assert resolve_precision("auto", cuda) == "bf16"
+    assert resolve_precision("auto", torch.device("meta")) == "fp32"
+
+
 def test_fp16_on_cpu_is_refused_with_advice(tmp_path):
     with pytest.raises(ValueError, match="bf16"):
         _fit(tmp_path, **{"train.precision": "fp16", "train.device": "cpu"})

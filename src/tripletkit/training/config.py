@@ -173,7 +173,7 @@ class RunConfig:
 
 
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "train.precision": ("fp32", "bf16", "fp16"),
+    "train.precision": ("fp32", "bf16", "fp16", "auto"),
     "optim.schedule": ("cosine", "constant"),
 }
 

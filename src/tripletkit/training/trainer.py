@@ -87,6 +87,8 @@ class TrainResult:
     history: list[dict[str, Any]]
     stopped_early: bool
     diagnoses: list[str]
+    #: what the run trained in: train.precision, with "auto" resolved (:func:`resolve_precision`)
+    precision: str = "fp32"
 
 
 def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -158,6 +160,33 @@ def _resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def cpu_has_native_bfloat16() -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX), where oneDNN's
+    bfloat16 kernels are faster than float32 ones. Elsewhere bfloat16 on CPU is emulated and can
+    be slower than float32."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """The precision a run trains in: ``precision`` itself, or for ``"auto"`` ``"bf16"`` where
+    the device computes bfloat16 natively (a CUDA GPU that supports it; a CPU with AVX512-BF16 or
+    AMX) and ``"fp32"`` elsewhere.
+
+    >>> resolve_precision("fp32", torch.device("cpu"))
+    'fp32'
+    >>> resolve_precision("auto", torch.device("cpu")) in ("bf16", "fp32")
+    True
+    """
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    if device.type == "cpu":
+        return "bf16" if cpu_has_native_bfloat16() else "fp32"
+    return "fp32"
 
 
 class Trainer:
@@ -268,7 +297,7 @@ class Trainer:
     # pieces of the loop
 
     def _autocast(self):
-        precision = self.config.train.precision
+        precision = self.precision
         if precision == "fp32":
             return torch.autocast(device_type=self.device.type, enabled=False)
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
@@ -399,6 +428,8 @@ class Trainer:
         self.model = self._bare_model()
         self.device = _resolve_device(self.config.train.device)
         self.rank, self.world_size = self._distributed()
+        # "auto" resolved once per run (the device may be rank-local under torchrun).
+        self.precision = resolve_precision(self.config.train.precision, self.device)
         try:
             return self._fit(resume)
         finally:
@@ -623,6 +654,7 @@ class Trainer:
             history=progress["history"],
             stopped_early=stopped_early,
             diagnoses=progress["diagnoses"],
+            precision=self.precision,
         )
 
     # ----------------------------------------------------------------------------------------
@@ -718,6 +750,7 @@ class Trainer:
             "history": progress["history"],
             "diagnoses": progress["diagnoses"],
             "seconds": progress["seconds"],
+            "precision": self.precision,
             "data": self.data.summary,
         }
         atomic_write_text(
