@@ -17,6 +17,8 @@ from safetensors.torch import load_file
 from tripletkit.data import FeatureDataset, PKSampler
 from tripletkit.losses import BatchTripletLoss
 from tripletkit.training import TrainData, Trainer, resolve_config
+from tripletkit.training import trainer as trainer_module
+from tripletkit.training.checkpoint import load_checkpoint
 from tripletkit.training.run_log import read_metrics
 
 BASE = {
@@ -153,6 +155,80 @@ def test_resolve_precision(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
     assert resolve_precision("auto", cuda) == "bf16"
     assert resolve_precision("auto", torch.device("meta")) == "fp32"
+
+
+def _fp16_on_cpu(monkeypatch) -> None:
+    """Let the trainer run float16 on CPU (a CUDA precision; CPU autocast computes it too, which
+    lets the loss scaling be checked here), on inputs 1000× larger, whose scaled gradients
+    overflow float16 at the initial scale 2**16 (the scaler must skip those steps and back off)."""
+    monkeypatch.setattr(trainer_module, "FP16_DEVICES", ("cuda", "cpu"))
+    quiet = _data
+
+    def loud() -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = quiet()
+        return x * 1000, y
+
+    monkeypatch.setattr(sys.modules[__name__], "_data", loud)
+
+
+def _replay_fp16(initial: torch.nn.Module, scaled: bool) -> tuple[torch.nn.Module, dict]:
+    """The trainer's 4 batches by hand under float16 autocast, with (or without) a loss scaler."""
+    x, y = _data()
+    sampler = PKSampler(y, 4, 4, seed=0)
+    sampler.set_epoch(0)
+    model = copy.deepcopy(initial)
+    loss_fn = BatchTripletLoss(margin=0.5, mining="all")
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.0, fused=True)
+    scaler = torch.amp.GradScaler("cpu", enabled=scaled)
+    for batch in list(sampler)[:4]:
+        with torch.autocast("cpu", dtype=torch.float16):
+            embeddings = model(x[batch])
+        scaler.scale(loss_fn(embeddings.float(), y[batch])).backward()
+        scaler.unscale_(optimizer)
+        scaler.step(optimizer)
+        scaler.update()
+        optimizer.zero_grad(set_to_none=True)
+    return model, scaler.state_dict()
+
+
+def test_fp16_trains_with_a_dynamic_loss_scale(tmp_path, monkeypatch):
+    _fp16_on_cpu(monkeypatch)
+    initial, trained, run = _fit(tmp_path, **{"train.precision": "fp16", "train.device": "cpu"})
+    replayed, scaler_state = _replay_fp16(initial, scaled=True)
+    for a, b in zip(trained.parameters(), replayed.parameters(), strict=True):
+        assert torch.equal(a, b)
+    # The first steps overflowed at the initial scale 2**16 and were skipped: the scale came down.
+    assert scaler_state["scale"] < 2.0**16
+    _, state = load_checkpoint(run / "checkpoints" / "last.safetensors")
+    assert state["grad_scaler"] == scaler_state
+    # Without the scaler the same float16 steps end elsewhere: the test sees the scaling.
+    unscaled, _ = _replay_fp16(initial, scaled=False)
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(trained.parameters(), unscaled.parameters(), strict=True)
+    )
+
+
+def test_fp16_resume_continues_with_the_saved_loss_scale(tmp_path, monkeypatch):
+    _fp16_on_cpu(monkeypatch)
+    fp16 = {"train.precision": "fp16", "train.device": "cpu"}
+    _, straight, _ = _fit(tmp_path / "straight", **fp16, **{"train.epochs": 2})
+    # One epoch, then resumed for a second: the same weights only if the loss scale, lowered in
+    # the first epoch, is restored with the optimizer.
+    _, _, run = _fit(tmp_path / "resumed", **fp16)
+    _, state = load_checkpoint(run / "checkpoints" / "last.safetensors")
+    assert state["grad_scaler"]["scale"] < 2.0**16
+    x, y = _data()
+    resumed = _model()
+    Trainer(
+        resumed,
+        BatchTripletLoss(margin=0.5, mining="all"),
+        TrainData(FeatureDataset(x, y), FeatureDataset(x, y)),
+        resolve_config(overrides={**BASE, **fp16, "train.epochs": 2}),
+        run,
+    ).fit(resume=True)
+    for a, b in zip(straight.parameters(), resumed.parameters(), strict=True):
+        assert torch.equal(a, b)
 
 
 def test_fp16_on_cpu_is_refused_with_advice(tmp_path):

@@ -162,6 +162,11 @@ def _resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+#: Devices that train in float16 (with loss scaling); on CPU float16 autocast is slower than float32
+#: and bfloat16 is the mixed precision to use.
+FP16_DEVICES = ("cuda",)
+
+
 def cpu_has_native_bfloat16() -> bool:
     """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX), where oneDNN's
     bfloat16 kernels are faster than float32 ones. Elsewhere bfloat16 on CPU is emulated and can
@@ -301,7 +306,7 @@ class Trainer:
         if precision == "fp32":
             return torch.autocast(device_type=self.device.type, enabled=False)
         dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        if self.device.type == "cpu" and dtype == torch.float16:
+        if dtype == torch.float16 and self.device.type not in FP16_DEVICES:
             raise ValueError("train.precision 'fp16' needs a CUDA device; use 'bf16' on CPU")
         return torch.autocast(device_type=self.device.type, dtype=dtype)
 
@@ -379,6 +384,8 @@ class Trainer:
             "position": position,
             "step": step,
             "optimizer": pack(optimizer.state_dict(), tensors, "optimizer"),
+            # float16's loss scale (its value and growth counter): resuming continues with it.
+            "grad_scaler": self._scaler.state_dict() if self._scaler.is_enabled() else None,
             "rng": rng_state,
             "config": self.config.to_dict(),
             "model_config": getattr(model, "config", None),
@@ -411,6 +418,8 @@ class Trainer:
         if loss_state:
             self.loss_fn.load_state_dict(loss_state)
         load_optimizer_state(optimizer, unpack(state["optimizer"], tensors))
+        if self._scaler.is_enabled() and state.get("grad_scaler"):
+            self._scaler.load_state_dict(state["grad_scaler"])
         _set_rng_state(tensors, state["rng"])
         return state
 
@@ -468,6 +477,10 @@ class Trainer:
             param_groups, lr=config.optim.lr, weight_decay=config.optim.weight_decay, fused=fused
         )
         base_lrs = [group["lr"] for group in optimizer.param_groups]
+        # float16 trains with a dynamic loss scale, so that small gradients do not underflow to
+        # zero; steps whose gradients overflow are skipped and the scale lowered. A no-op (the
+        # same arithmetic as without it) in float32 and bfloat16.
+        self._scaler = torch.amp.GradScaler(self.device.type, enabled=self.precision == "fp16")
 
         sampler = PKSampler(
             self.train_labels,
@@ -547,7 +560,7 @@ class Trainer:
                         f"the loss became {float(loss)} at step {step} (epoch {epoch + 1}); lower "
                         "optim.lr, enable gradient clipping (optim.grad_clip) or use train.precision=fp32"
                     )
-                (loss / accumulation).backward()
+                self._scaler.scale(loss / accumulation).backward()
                 position += 1
                 if position % accumulation:
                     continue
@@ -560,9 +573,11 @@ class Trainer:
                 )
                 for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
                     group["lr"] = base * factor
+                self._scaler.unscale_(optimizer)  # clipping sees the true gradients
                 if config.optim.grad_clip:
                     clip_gradients(trained, config.optim.grad_clip)
-                optimizer.step()
+                self._scaler.step(optimizer)  # skipped if a gradient overflowed (float16)
+                self._scaler.update()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 if main_process:
