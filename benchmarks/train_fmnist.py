@@ -189,7 +189,7 @@ def interleaved_step_times(data, rounds: int = 8, steps: int = 10) -> dict[str, 
     from pytorch_metric_learning import losses, miners
 
     from tripletkit.losses import BatchTripletLoss
-    from tripletkit.training.trainer import resolve_precision
+    from tripletkit.training.precision import resolve_precision
 
     cpu = torch.device("cpu")
     xtr, ytr, _, _ = data

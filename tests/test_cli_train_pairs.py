@@ -196,3 +196,21 @@ def test_bad_input_is_one_line_and_exit_code_2(
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert not (tmp_path / "out" / "model").exists()
+
+
+def test_precision_reaches_the_training_and_the_record(start_model, files, tmp_path) -> None:
+    pairs, _ = files
+    out = tmp_path / "out"
+    argv = ["train-pairs", "--pairs", str(pairs), "--model", str(start_model), "--out", str(out)]
+    argv += ["--loss", "mnrl", "--batch-size", "4", "--lr", "1e-3", "--precision", "bf16"]
+    assert main([*argv, "--quiet"]) == 0
+    reference, result = _library(start_model, loss="mnrl", batch_size=4, lr=1e-3, precision="bf16")
+    assert result.precision == "bf16"
+    record = json.loads((out / "training.json").read_text())
+    assert record["precision"] == "bf16" and record["options"]["precision"] == "bf16"
+    trained, expected = _weights(load_run(out).model), _weights(reference)
+    for key in expected:
+        torch.testing.assert_close(trained[key], expected[key], rtol=0, atol=1e-6)
+    # ... and bfloat16 changed the training: the float32 run ends elsewhere.
+    fp32, _ = _library(start_model, loss="mnrl", batch_size=4, lr=1e-3)
+    assert any(not torch.equal(v, _weights(fp32)[k]) for k, v in trained.items())

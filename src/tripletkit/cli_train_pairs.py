@@ -24,6 +24,7 @@ __all__ = ["add_arguments", "run"]
 
 #: Flags passed to ``train_text_pairs`` under the same name (argparse ``dest`` = keyword).
 _PASSED = (
+    "precision",
     "loss",
     "margin",
     "triplet_mining",
@@ -43,7 +44,7 @@ _PASSED = (
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     from tripletkit.training.schedule import SCHEDULES
-    from tripletkit.training.text_pairs import TEXT_PAIR_LOSSES
+    from tripletkit.training.text_pairs import TEXT_PAIR_LOSSES, TEXT_PAIR_PRECISIONS
 
     parser.add_argument("--pairs", required=True, help="pairs file with query and positive columns")
     parser.add_argument(
@@ -125,6 +126,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-grad-norm", type=float, help="gradient clipping norm (default 1.0; 0: none)"
     )
     parser.add_argument("--seed", type=int, default=0, help="pairs' order and dropout (0)")
+    parser.add_argument(
+        "--precision",
+        choices=TEXT_PAIR_PRECISIONS,
+        help="fp32 (default); bf16: the model's forward passes under bfloat16 autocast "
+        "(weights, optimizer and loss in float32); auto: bf16 where the device computes it "
+        "natively (a CPU with AVX512-BF16 or AMX, a GPU that supports it), else fp32",
+    )
     parser.add_argument("--query-column", default="query")
     parser.add_argument("--positive-column", default="positive")
     parser.add_argument("--text-column", default="text", help="the corpus text column (text)")
@@ -204,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
         "corpus": None if args.corpus is None else str(args.corpus),
         "model": str(args.model),
         "seed": args.seed,
+        "precision": result.precision,
         "options": {k: list(v) if isinstance(v, tuple) else v for k, v in options.items()},
         "steps": result.steps,
         "seconds": round(result.seconds, 2),

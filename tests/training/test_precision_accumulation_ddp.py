@@ -137,7 +137,7 @@ def test_auto_precision_trains_as_the_precision_it_resolves_to(
 
 
 def test_resolve_precision(monkeypatch):
-    from tripletkit.training.trainer import resolve_precision
+    from tripletkit.training.precision import resolve_precision
 
     cpu = torch.device("cpu")
     for given in ("fp32", "bf16", "fp16"):

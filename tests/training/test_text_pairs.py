@@ -165,6 +165,7 @@ def test_fixed_negatives_and_in_batch_only() -> None:
         (dict(warmup_fraction=1.0), "warmup_fraction"),
         (dict(weight_decay=-0.1), "weight_decay"),
         (dict(max_grad_norm=0.0), "max_grad_norm"),
+        (dict(precision="fp16"), "precision"),
     ],
 )
 def test_bad_options(kwargs, message) -> None:
@@ -369,13 +370,17 @@ def _batch_all_reference(anchors, refs, margin):
 @pytest.mark.parametrize("symmetric", [False, True])
 def test_triplet_step_against_brute_force(symmetric) -> None:
     from tripletkit.losses import BatchTripletLoss
-    from tripletkit.training.text_pairs import _step
+    from tripletkit.training.text_pairs import _Autocast, _step
 
     queries, documents = _pairs(5)
     model = BagOfWords(seed=3)
     loss_fn = BatchTripletLoss(margin=0.3, mining="all", distance="cosine")
     with torch.no_grad():
-        got = float(_step(model, loss_fn, symmetric, queries, documents, [None] * 5))
+        got = float(
+            _step(
+                _Autocast("cpu", False), model, loss_fn, symmetric, queries, documents, [None] * 5
+            )
+        )
         q, d = model(queries), model(documents)
     forward = _batch_all_reference(q, d, 0.3)
     expected = (forward + _batch_all_reference(d, q, 0.3)) / 2 if symmetric else forward
@@ -651,3 +656,81 @@ def test_lexical_negatives_bad_value() -> None:
             train_text_pairs(
                 BagOfWords(), queries, documents, lexical_negatives=value, progress=False
             )
+
+
+class ProjectedBagOfWords(BagOfWords):
+    """BagOfWords then a linear layer: a matmul that bfloat16 autocast runs in bfloat16.
+    Records the dtype of every output (training steps and mining alike)."""
+
+    def __init__(self, seed: int = 0) -> None:
+        super().__init__(seed=seed)
+        torch.manual_seed(seed)
+        self.linear = torch.nn.Linear(16, 16)
+        self.output_dtypes: list[torch.dtype] = []
+
+    def forward(self, texts: list[str]) -> torch.Tensor:
+        rows = [
+            self.table[torch.tensor([zlib.crc32(w.encode()) % self.buckets for w in t.split()])]
+            for t in texts
+        ]
+        out = self.linear(torch.stack([r.sum(0) for r in rows]))
+        self.output_dtypes.append(out.dtype)
+        return out
+
+
+def _train_with_precision(precision: str) -> tuple[ProjectedBagOfWords, object]:
+    queries, documents = _pairs(16)
+    model = ProjectedBagOfWords(seed=2)
+    result = train_text_pairs(
+        model,
+        queries,
+        documents,
+        corpus=documents,
+        loss="mnrl",
+        epochs=2,
+        batch_size=8,
+        lr=0.05,
+        remine_every=1,
+        precision=precision,
+        progress=False,
+    )
+    return model, result
+
+
+def test_bf16_runs_the_forward_passes_in_bfloat16_and_keeps_float32_weights() -> None:
+    fp32, fp32_result = _train_with_precision("fp32")
+    bf16, bf16_result = _train_with_precision("bf16")
+    assert fp32_result.precision == "fp32" and bf16_result.precision == "bf16"
+    assert set(fp32.output_dtypes) == {torch.float32}
+    # Every forward pass, the training steps' and the two minings', ran under autocast.
+    assert set(bf16.output_dtypes) == {torch.bfloat16}
+    assert len(bf16.output_dtypes) == len(fp32.output_dtypes)
+    for p in bf16.parameters():
+        assert p.dtype == torch.float32 and torch.isfinite(p).all()
+    pairs = zip(fp32.parameters(), bf16.parameters(), strict=True)
+    assert any(not torch.equal(a, b) for a, b in pairs)
+    assert bf16_result.losses[-1] < bf16_result.losses[0]
+
+
+@pytest.mark.parametrize(("native", "expected"), [(True, "bf16"), (False, "fp32")])
+def test_auto_precision_is_bf16_where_the_cpu_computes_it(monkeypatch, native, expected) -> None:
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    auto, result = _train_with_precision("auto")
+    same, _ = _train_with_precision(expected)
+    assert result.precision == expected
+    for a, b in zip(auto.parameters(), same.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+def test_mining_under_bf16_searches_float32_vectors() -> None:
+    from tripletkit.training.text_pairs import _Autocast, _AutocastEncoder
+
+    model = ProjectedBagOfWords(seed=1)
+    texts = ["d1 d1y", "d2 d2y", "q3 common"]
+    vectors = _AutocastEncoder(model, _Autocast("cpu", True), batch_size=2)(texts)
+    assert vectors.dtype == torch.float32  # what the search (outside autocast) gets
+    assert model.output_dtypes[-1] == torch.bfloat16  # the model itself ran in bfloat16
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = model(texts).float()
+    torch.testing.assert_close(vectors, expected, rtol=0, atol=0)

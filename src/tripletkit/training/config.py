@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tripletkit.training.precision import PRECISIONS
+
 try:  # Python 3.11+
     import tomllib
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
@@ -173,7 +175,7 @@ class RunConfig:
 
 
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "train.precision": ("fp32", "bf16", "fp16", "auto"),
+    "train.precision": PRECISIONS,
     "optim.schedule": ("cosine", "constant"),
 }
 

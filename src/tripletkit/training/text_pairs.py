@@ -65,6 +65,7 @@ import torch
 from tripletkit.evaluation.text import split_parts
 from tripletkit.losses import BatchTripletLoss, MultipleNegativesRankingLoss
 from tripletkit.models.embedding import uses_projector
+from tripletkit.training.precision import resolve_precision
 from tripletkit.training.schedule import SCHEDULES
 from tripletkit.training.steps import StepLoop
 from tripletkit.validation import check_choice, check_positive
@@ -78,6 +79,19 @@ __all__ = [
 ]
 
 TEXT_PAIR_LOSSES: tuple[str, ...] = ("triplet", "mnrl")
+#: The precisions of :func:`train_text_pairs` (float16 would need a loss scale; the Trainer has it).
+TEXT_PAIR_PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "auto")
+
+
+@dataclass(frozen=True)
+class _Autocast:
+    """A fresh autocast context for each forward pass: bfloat16 when ``bf16``, else none."""
+
+    device_type: str
+    bf16: bool
+
+    def __call__(self) -> torch.autocast:
+        return torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.bf16)
 
 
 @dataclass
@@ -91,6 +105,7 @@ class TextPairResult:
         mining_seconds: of which mining hard negatives.
         minings: how many times negatives were mined (the first time included).
         mining_dropped: pairs left without a mined negative, per mining.
+        precision: what the forward passes ran in (``precision`` with ``"auto"`` resolved).
     """
 
     steps: int
@@ -99,6 +114,7 @@ class TextPairResult:
     mining_seconds: float = 0.0
     minings: int = 0
     mining_dropped: list[int] = field(default_factory=list)
+    precision: str = "fp32"
 
 
 @dataclass(frozen=True)
@@ -155,7 +171,7 @@ def _embed_batch(model: torch.nn.Module, texts: list[str]) -> torch.Tensor:
         embeddings = model(texts, project=True)
     else:
         embeddings = model(texts)
-    return torch.nn.functional.normalize(embeddings, dim=1)
+    return torch.nn.functional.normalize(embeddings.float(), dim=1)
 
 
 def _mine(
@@ -166,17 +182,22 @@ def _mine(
     num_negatives: int,
     mining_options: dict[str, Any],
     batch_size: int,
+    autocast: _Autocast,
 ) -> tuple[list[list[str] | None], int]:
     from tripletkit.mining.negatives import mine_hard_negatives
 
     was_training = model.training
     model.eval()
+    encoder = model if hasattr(model, "embed") else _FunctionEncoder(model, batch_size)
+    if autocast.bf16:
+        # The model embeds under autocast; the search over its (float32) vectors does not.
+        encoder = _AutocastEncoder(encoder, autocast, batch_size)
     try:
         mined = mine_hard_negatives(
             queries,
             positives,
             corpus,
-            model if hasattr(model, "embed") else _FunctionEncoder(model, batch_size),
+            encoder,
             num_negatives=num_negatives,
             batch_size=batch_size,
             progress=False,
@@ -188,6 +209,25 @@ def _mine(
     for pair, row in zip(mined.pair_index.tolist(), mined.negatives, strict=True):
         negatives[pair] = row
     return negatives, mined.dropped_pairs
+
+
+class _AutocastEncoder:
+    """Embeds with ``encoder`` (a text model or a function) under ``autocast``, in float32 out."""
+
+    def __init__(self, encoder: Any, autocast: _Autocast, batch_size: int) -> None:
+        self.encoder = encoder
+        self.autocast = autocast
+        self.batch_size = batch_size
+
+    def __call__(self, texts: list[str]) -> torch.Tensor:
+        from tripletkit.models.text import embed_texts
+
+        with self.autocast():
+            if hasattr(self.encoder, "embed"):
+                vectors = embed_texts(self.encoder, texts, batch_size=self.batch_size)
+            else:
+                vectors = self.encoder(texts)
+        return torch.as_tensor(vectors).float()
 
 
 class _FunctionEncoder:
@@ -294,6 +334,7 @@ def train_text_pairs(
     lexical_negatives: int = 0,
     lexical_separator: str | None = ", ",
     seed: int = 0,
+    precision: str = "fp32",
     progress: bool = True,
     on_step: Callable[[int, float], None] | None = None,
 ) -> TextPairResult:
@@ -344,6 +385,10 @@ def train_text_pairs(
         lexical_separator: splits a document into the parts matched in the query (``None``:
             the whole text).
         seed: the order of the pairs.
+        precision: ``"fp32"``, ``"bf16"`` (the model's forward passes, training and mining,
+            under bfloat16 autocast; weights, optimizer and loss in float32) or ``"auto"``
+            (bf16 where the device computes it natively, see
+            :func:`~tripletkit.training.precision.resolve_precision`).
         progress: show a progress bar.
         on_step: called as ``on_step(step, loss)`` after every step.
 
@@ -358,6 +403,9 @@ def train_text_pairs(
             "number (>= 1) of each, pair i being (queries[i], positives[i])"
         )
     loss = check_choice(loss, TEXT_PAIR_LOSSES, "loss")
+    check_choice(precision, TEXT_PAIR_PRECISIONS, "precision")
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    autocast = _Autocast(device.type, resolve_precision(precision, device) == "bf16")
     check_choice(schedule, SCHEDULES, "schedule")
     epochs = check_positive(epochs, "epochs")
     lr = check_positive(lr, "lr")
@@ -424,7 +472,9 @@ def train_text_pairs(
         max(1, round(remine_every * steps_per_epoch)) if remine_every is not None else None
     )
 
-    result = TextPairResult(steps=0, losses=[], seconds=0.0)
+    result = TextPairResult(
+        steps=0, losses=[], seconds=0.0, precision="bf16" if autocast.bf16 else "fp32"
+    )
     current: list[list[str] | None] = (
         [list(row) for row in negatives] if negatives is not None else [None] * len(queries)
     )
@@ -434,11 +484,18 @@ def train_text_pairs(
         nonlocal current, appended
         mining_start = time.perf_counter()
         current, dropped = _mine(
-            model, queries, positives, list(corpus), num_negatives, mining_options, 128
+            model, queries, positives, list(corpus), num_negatives, mining_options, 128, autocast
         )
         if extra_corpus is not None:
             appended, _ = _mine(
-                model, queries, positives, extra_corpus, corpus_negatives, corpus_options, 128
+                model,
+                queries,
+                positives,
+                extra_corpus,
+                corpus_negatives,
+                corpus_options,
+                128,
+                autocast,
             )
         result.mining_seconds += time.perf_counter() - mining_start
         result.minings += 1
@@ -511,6 +568,7 @@ def train_text_pairs(
             used = set(batch)
             unused = [i for i in unused if i not in used]
             step_loss = _step(
+                autocast,
                 model,
                 loss_fn,
                 symmetric,
@@ -598,6 +656,7 @@ def hard_batch_plan(
 
 
 def _step(
+    autocast: _Autocast,
     model: torch.nn.Module,
     loss_fn: torch.nn.Module,
     symmetric: bool,
@@ -615,8 +674,9 @@ def _step(
         [label_of.setdefault(text, len(label_of)) for text in documents], dtype=torch.long
     )
     query_labels = document_labels[: len(batch_positives)]
-    query_embeddings = _embed_batch(model, batch_queries)
-    document_embeddings = _embed_batch(model, documents)
+    with autocast():
+        query_embeddings = _embed_batch(model, batch_queries)
+        document_embeddings = _embed_batch(model, documents)
     if isinstance(loss_fn, BatchTripletLoss):
         query_labels = query_labels.to(query_embeddings.device)
         forward = loss_fn(

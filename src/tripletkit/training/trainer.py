@@ -47,6 +47,7 @@ from tripletkit.training.checkpoint import (
 )
 from tripletkit.training.config import RunConfig
 from tripletkit.training.diagnostics import CollapseDetector
+from tripletkit.training.precision import FP16_DEVICES, resolve_precision
 from tripletkit.training.run_log import RunLog
 from tripletkit.training.schedule import lr_factor
 
@@ -160,38 +161,6 @@ def _resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
-
-
-#: Devices that train in float16 (with loss scaling); on CPU float16 autocast is slower than float32
-#: and bfloat16 is the mixed precision to use.
-FP16_DEVICES = ("cuda",)
-
-
-def cpu_has_native_bfloat16() -> bool:
-    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX), where oneDNN's
-    bfloat16 kernels are faster than float32 ones. Elsewhere bfloat16 on CPU is emulated and can
-    be slower than float32."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(bool(getattr(torch.cpu, name, lambda: False)()) for name in checks)
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """The precision a run trains in: ``precision`` itself, or for ``"auto"`` ``"bf16"`` where
-    the device computes bfloat16 natively (a CUDA GPU that supports it; a CPU with AVX512-BF16 or
-    AMX) and ``"fp32"`` elsewhere.
-
-    >>> resolve_precision("fp32", torch.device("cpu"))
-    'fp32'
-    >>> resolve_precision("auto", torch.device("cpu")) in ("bf16", "fp32")
-    True
-    """
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
-    if device.type == "cpu":
-        return "bf16" if cpu_has_native_bfloat16() else "fp32"
-    return "fp32"
 
 
 class Trainer:
