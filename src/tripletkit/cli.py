@@ -878,8 +878,8 @@ def _run_tune_margin(args: argparse.Namespace) -> int:
         outcome = train(tuning.config, run_dir=out)
         print(_metrics_table(outcome))
         print(f"run directory: {outcome.result.run_dir}")
-    if config.train.precision == "auto":
-        print(f"precision: {outcome.result.precision} (train.precision auto)")
+        if tuning.config.train.precision == "auto":
+            print(f"precision: {outcome.result.precision} (train.precision auto)")
         if outcome.report is not None:
             print(f"report: {outcome.report}")
     return 0

@@ -150,59 +150,84 @@ def test_resolve_precision(monkeypatch):
     assert resolve_precision("auto", cpu) == "bf16"
     # A CUDA device: bf16 where the GPU supports it (asked of torch, not of the CPU).
     cuda = torch.device("cuda")
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
     assert resolve_precision("auto", cuda) == "fp32"
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: True)
+    # Native bfloat16 only: a GPU that emulates it (supported only with emulation) is fp32.
+    monkeypatch.setattr(
+        torch.cuda, "is_bf16_supported", lambda including_emulation=True: including_emulation
+    )
+    assert resolve_precision("auto", cuda) == "fp32"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: True)
     assert resolve_precision("auto", cuda) == "bf16"
     assert resolve_precision("auto", torch.device("meta")) == "fp32"
 
 
 def _fp16_on_cpu(monkeypatch) -> None:
     """Let the trainer run float16 on CPU (a CUDA precision; CPU autocast computes it too, which
-    lets the loss scaling be checked here), on inputs 1000× larger, whose scaled gradients
-    overflow float16 at the initial scale 2**16 (the scaler must skip those steps and back off)."""
-    monkeypatch.setattr(trainer_module, "FP16_DEVICES", ("cuda", "cpu"))
+    lets the loss scaling be checked here), on inputs 10× larger, whose scaled gradients
+    overflow float16 at the initial scale 2**16 (the scaler must skip that step and back off) and
+    fit at half of it (the steps after are taken)."""
+    monkeypatch.setattr(trainer_module, "FP16_REFUSED_DEVICES", ())
     quiet = _data
 
     def loud() -> tuple[torch.Tensor, torch.Tensor]:
         x, y = quiet()
-        return x * 1000, y
+        return x * 10, y
 
     monkeypatch.setattr(sys.modules[__name__], "_data", loud)
 
 
-def _replay_fp16(initial: torch.nn.Module, scaled: bool) -> tuple[torch.nn.Module, dict]:
-    """The trainer's 4 batches by hand under float16 autocast, with (or without) a loss scaler."""
+def _replay_fp16(
+    initial: torch.nn.Module, scaled: bool, accumulation: int = 1, clip: float | None = None
+) -> tuple[torch.nn.Module, dict]:
+    """The trainer's 4 batches by hand under float16 autocast, with (or without) a loss scaler:
+    ``accumulation`` batches per optimizer step, gradients unscaled before clipping."""
+    from tripletkit.training.trainer import clip_gradients
+
     x, y = _data()
     sampler = PKSampler(y, 4, 4, seed=0)
     sampler.set_epoch(0)
+    batches = list(sampler)[:4]
     model = copy.deepcopy(initial)
     loss_fn = BatchTripletLoss(margin=0.5, mining="all")
     optimizer = torch.optim.AdamW(model.parameters(), lr=0.01, weight_decay=0.0, fused=True)
     scaler = torch.amp.GradScaler("cpu", enabled=scaled)
-    for batch in list(sampler)[:4]:
-        with torch.autocast("cpu", dtype=torch.float16):
-            embeddings = model(x[batch])
-        scaler.scale(loss_fn(embeddings.float(), y[batch])).backward()
+    for first in range(0, 4, accumulation):
+        for batch in batches[first : first + accumulation]:
+            with torch.autocast("cpu", dtype=torch.float16):
+                embeddings = model(x[batch])
+            loss = loss_fn(embeddings.float(), y[batch])
+            scaler.scale(loss / accumulation).backward()
         scaler.unscale_(optimizer)
+        if clip is not None:
+            clip_gradients(list(model.parameters()), clip)
         scaler.step(optimizer)
         scaler.update()
         optimizer.zero_grad(set_to_none=True)
     return model, scaler.state_dict()
 
 
-def test_fp16_trains_with_a_dynamic_loss_scale(tmp_path, monkeypatch):
+@pytest.mark.parametrize(("accumulation", "clip"), [(1, None), (2, 1.0)])
+def test_fp16_trains_with_a_dynamic_loss_scale(tmp_path, monkeypatch, accumulation, clip):
     _fp16_on_cpu(monkeypatch)
-    initial, trained, run = _fit(tmp_path, **{"train.precision": "fp16", "train.device": "cpu"})
-    replayed, scaler_state = _replay_fp16(initial, scaled=True)
+    options = {"train.grad_accumulation": accumulation, "optim.grad_clip": clip}
+    initial, trained, run = _fit(
+        tmp_path, **{"train.precision": "fp16", "train.device": "cpu"}, **options
+    )
+    replayed, scaler_state = _replay_fp16(initial, True, accumulation, clip)
     for a, b in zip(trained.parameters(), replayed.parameters(), strict=True):
         assert torch.equal(a, b)
-    # The first steps overflowed at the initial scale 2**16 and were skipped: the scale came down.
+    # The first step overflowed at the initial scale 2**16 and was skipped: the scale came down;
+    # later steps were taken.
     assert scaler_state["scale"] < 2.0**16
+    assert any(
+        not torch.equal(a, b)
+        for a, b in zip(initial.parameters(), trained.parameters(), strict=True)
+    )
     _, state = load_checkpoint(run / "checkpoints" / "last.safetensors")
     assert state["grad_scaler"] == scaler_state
     # Without the scaler the same float16 steps end elsewhere: the test sees the scaling.
-    unscaled, _ = _replay_fp16(initial, scaled=False)
+    unscaled, _ = _replay_fp16(initial, False, accumulation, clip)
     assert any(
         not torch.equal(a, b)
         for a, b in zip(trained.parameters(), unscaled.parameters(), strict=True)

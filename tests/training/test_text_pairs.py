@@ -723,6 +723,30 @@ def test_auto_precision_is_bf16_where_the_cpu_computes_it(monkeypatch, native, e
         assert torch.equal(a, b)
 
 
+def test_bf16_mining_keeps_its_cache_apart_from_float32(tmp_path) -> None:
+    queries, documents = _pairs(16)
+    options = {"cache_dir": str(tmp_path)}
+    from tripletkit.models import EmbeddingModel
+
+    for precision in ("fp32", "bf16"):
+        torch.manual_seed(0)  # a text model with .embed, which the cache fingerprints
+        model = EmbeddingModel(UnnormalisedBagOfWords(), head="linear", embedding_dim=8)
+        train_text_pairs(
+            model,
+            queries,
+            documents,
+            corpus=documents,
+            loss="mnrl",
+            epochs=1,
+            batch_size=8,
+            mining_options=options,
+            precision=precision,
+            progress=False,
+        )
+    # The same starting weights mined once in each precision: two cache entries, not one.
+    assert len(list(tmp_path.glob("mining-*"))) == 2
+
+
 def test_mining_under_bf16_searches_float32_vectors() -> None:
     from tripletkit.training.text_pairs import _Autocast, _AutocastEncoder
 
@@ -734,3 +758,16 @@ def test_mining_under_bf16_searches_float32_vectors() -> None:
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         expected = model(texts).float()
     torch.testing.assert_close(vectors, expected, rtol=0, atol=0)
+
+    # A text model with .embed (as the bundled encoder): embedded through it, under autocast.
+    from tripletkit.models import EmbeddingModel
+
+    torch.manual_seed(0)
+    embedding_model = EmbeddingModel(UnnormalisedBagOfWords(), head="linear", embedding_dim=8)
+    vectors = _AutocastEncoder(embedding_model, _Autocast("cpu", True), batch_size=2)(texts)
+    assert vectors.dtype == torch.float32
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected = embedding_model.embed(texts).float()
+    torch.testing.assert_close(vectors, expected, rtol=0, atol=0)
+    plain = embedding_model.embed(texts)
+    assert not torch.equal(vectors, plain)  # the autocast changed the embedding

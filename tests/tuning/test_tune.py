@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from tripletkit.cli import main as cli_main
 from tripletkit.training import resolve_config
@@ -165,9 +166,11 @@ def test_losses_without_a_margin_are_refused(tmp_path):
         tune_margin(resolve_config(overrides=FAST), [0.1], epochs=0, out_dir=tmp_path)
 
 
-def test_cli_tune_margin_prints_each_trial_and_writes_the_config(tmp_path, capsys):
+@pytest.mark.parametrize("precision", [[], ["--precision", "auto"]])
+def test_cli_tune_margin_prints_each_trial_and_writes_the_config(tmp_path, capsys, precision):
     out = tmp_path / "tuned"
     data = ["--data", "digits", "--p", "5", "--k", "8", "--set", "train.tensorboard=false"]
+    data += precision
     trials = ["--margins", "0.1,0.3", "--trial-epochs", "1", "--trial-batches", "2"]
     code = cli_main(["tune-margin", *data, *trials, "--out", str(out), "--max-items", "300"])
     assert code == 0
@@ -209,3 +212,19 @@ def test_cli_suggest_margin_prints_the_margin_and_a_grid(tmp_path, capsys):
     assert saved["distance"] == "cosine" and 0.01 <= saved["margin"] <= 0.5
     assert f"suggested margin {saved['margin']:.4g} for cosine" in printed
     assert "--margins " in printed
+
+
+def test_cli_tune_margin_train_best_prints_the_run_its_report_and_precision(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    out = tmp_path / "tuned"
+    data = ["--data", "digits", "--p", "5", "--k", "8", "--set", "train.tensorboard=false"]
+    data += ["--set", "train.epochs=1", "--set", "data.batches_per_epoch=2", "--precision", "auto"]
+    trials = ["--margins", "0.1", "--trial-epochs", "1", "--trial-batches", "2", "--train-best"]
+    assert cli_main(["tune-margin", *data, *trials, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"run directory: {out}" in printed
+    assert "precision: fp32 (train.precision auto)" in printed
+    assert f"report: {out / 'report.html'}" in printed

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["FP16_DEVICES", "PRECISIONS", "cpu_has_native_bfloat16", "resolve_precision"]
+__all__ = ["FP16_REFUSED_DEVICES", "PRECISIONS", "cpu_has_native_bfloat16", "resolve_precision"]
 
 #: The values of ``train.precision``.
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
-#: Devices that train in float16 (with loss scaling); on CPU float16 autocast is slower than float32
-#: and bfloat16 is the mixed precision to use.
-FP16_DEVICES = ("cuda",)
+#: Device types refused float16 training: on CPU float16 autocast is slower than float32 and
+#: bfloat16 is the mixed precision to use.
+FP16_REFUSED_DEVICES = ("cpu",)
 
 
 def cpu_has_native_bfloat16() -> bool:
@@ -29,8 +29,8 @@ def cpu_has_native_bfloat16() -> bool:
 
 def resolve_precision(precision: str, device: torch.device) -> str:
     """The precision a run trains in: ``precision`` itself, or for ``"auto"`` ``"bf16"`` where
-    the device computes bfloat16 natively (a CUDA GPU that supports it; a CPU with AVX512-BF16 or
-    AMX) and ``"fp32"`` elsewhere.
+    the device computes bfloat16 natively (a CUDA GPU with bfloat16 arithmetic, Ampere or later,
+    not one that only emulates it; a CPU with AVX512-BF16 or AMX) and ``"fp32"`` elsewhere.
 
     >>> resolve_precision("fp32", torch.device("cpu"))
     'fp32'
@@ -40,7 +40,12 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision != "auto":
         return precision
     if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        if device.index is None:
+            native = torch.cuda.is_bf16_supported(including_emulation=False)
+        else:  # the card the run trains on, not the current one
+            with torch.cuda.device(device.index):
+                native = torch.cuda.is_bf16_supported(including_emulation=False)
+        return "bf16" if native else "fp32"
     if device.type == "cpu":
         return "bf16" if cpu_has_native_bfloat16() else "fp32"
     return "fp32"

@@ -190,8 +190,16 @@ def _mine(
     model.eval()
     encoder = model if hasattr(model, "embed") else _FunctionEncoder(model, batch_size)
     if autocast.bf16:
+        from tripletkit.mining.negatives import _model_fingerprint
+
         # The model embeds under autocast; the search over its (float32) vectors does not.
         encoder = _AutocastEncoder(encoder, autocast, batch_size)
+        if mining_options.get("cache_dir") is not None:
+            # The wrapper is no module, so the cache names the model itself (and the precision:
+            # float32 and bfloat16 vectors of the same weights are not interchangeable).
+            name = _model_fingerprint(model, mining_options.get("model_id"))
+            if name is not None:
+                mining_options = {**mining_options, "model_id": f"{name} (bf16 autocast)"}
     try:
         mined = mine_hard_negatives(
             queries,
