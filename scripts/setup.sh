@@ -43,7 +43,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check -q)
 
-# The CPU build first: with torch==2.13.0 already present, tripletkit's `torch>=2.1` is satisfied and
+# The CPU build first: with torch==2.13.0 already present, tripletkit's `torch>=2.6` is satisfied and
 # pip never downloads the multi-GB CUDA wheels.
 if ! "$VENV/bin/python" -c "import torch" >/dev/null 2>&1; then
   echo "setup: installing torch==2.13.0 (CPU build)"
