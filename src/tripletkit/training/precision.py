@@ -9,7 +9,13 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["FP16_REFUSED_DEVICES", "PRECISIONS", "cpu_has_native_bfloat16", "resolve_precision"]
+__all__ = [
+    "FP16_REFUSED_DEVICES",
+    "PRECISIONS",
+    "autocast",
+    "cpu_has_native_bfloat16",
+    "resolve_precision",
+]
 
 #: The values of ``train.precision``.
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
@@ -49,3 +55,17 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if device.type == "cpu":
         return "bf16" if cpu_has_native_bfloat16() else "fp32"
     return "fp32"
+
+
+def autocast(precision: str, device_type: str) -> torch.autocast:
+    """The autocast context of a resolved ``precision`` (``"fp32"``: autocast off, also inside
+    an enclosing autocast region; ``"bf16"`` / ``"fp16"``: bfloat16 / float16).
+
+    >>> with autocast("bf16", "cpu"):
+    ...     (torch.ones(2, 2) @ torch.ones(2, 2)).dtype
+    torch.bfloat16
+    """
+    if precision == "fp32":
+        return torch.autocast(device_type=device_type, enabled=False)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return torch.autocast(device_type=device_type, dtype=dtype)

@@ -65,6 +65,7 @@ import torch
 from tripletkit.evaluation.text import split_parts
 from tripletkit.losses import BatchTripletLoss, MultipleNegativesRankingLoss
 from tripletkit.models.embedding import uses_projector
+from tripletkit.training.precision import autocast as precision_autocast
 from tripletkit.training.precision import resolve_precision
 from tripletkit.training.schedule import SCHEDULES
 from tripletkit.training.steps import StepLoop
@@ -91,7 +92,7 @@ class _Autocast:
     bf16: bool
 
     def __call__(self) -> torch.autocast:
-        return torch.autocast(self.device_type, dtype=torch.bfloat16, enabled=self.bf16)
+        return precision_autocast("bf16" if self.bf16 else "fp32", self.device_type)
 
 
 @dataclass

@@ -47,7 +47,7 @@ from tripletkit.training.checkpoint import (
 )
 from tripletkit.training.config import RunConfig
 from tripletkit.training.diagnostics import CollapseDetector
-from tripletkit.training.precision import FP16_REFUSED_DEVICES, resolve_precision
+from tripletkit.training.precision import FP16_REFUSED_DEVICES, autocast, resolve_precision
 from tripletkit.training.run_log import RunLog
 from tripletkit.training.schedule import lr_factor
 
@@ -271,13 +271,9 @@ class Trainer:
     # pieces of the loop
 
     def _autocast(self):
-        precision = self.precision
-        if precision == "fp32":
-            return torch.autocast(device_type=self.device.type, enabled=False)
-        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-        if dtype == torch.float16 and self.device.type in FP16_REFUSED_DEVICES:
+        if self.precision == "fp16" and self.device.type in FP16_REFUSED_DEVICES:
             raise ValueError("train.precision 'fp16' needs a CUDA device; use 'bf16' on CPU")
-        return torch.autocast(device_type=self.device.type, dtype=dtype)
+        return autocast(self.precision, self.device.type)
 
     def _to_device(self, inputs: Any) -> Any:
         if isinstance(inputs, torch.Tensor):
