@@ -433,6 +433,37 @@ def test_average_models_writes_the_mean_of_two_runs_usable_as_a_run(run_dir, tmp
     assert read_vectors(vectors_out).vectors.shape[0] == len(load_digits().labels)
 
 
+def test_ensemble_writes_one_model_whose_vectors_are_the_members_over_sqrt_2(run_dir, tmp_path):
+    from tripletkit.models import load_model
+
+    second = tmp_path / "seed1"
+    train(resolve_config(overrides={**FAST, "train.seed": 1}), run_dir=second)
+    out = tmp_path / "ensemble"
+    assert cli_main(["ensemble", str(run_dir), str(second), "--out", str(out)]) == 0
+    assert (out / "config.json").read_text() == (run_dir / "config.json").read_text()
+    members = [load_model(d / "model") for d in (run_dir, second)]
+    assert load_model(out / "model").embedding_dim == sum(m.embedding_dim for m in members)
+    # The ensemble directory works wherever a run directory does: its vectors are each
+    # member's unit vectors, scaled by 1/sqrt(2), side by side.
+    vectors = {}
+    for name, model_dir in (("a", run_dir), ("b", second), ("ab", out)):
+        path = tmp_path / f"{name}.parquet"
+        assert (
+            cli_main(["embed", "--model", str(model_dir), "--data", "digits", "--out", str(path)])
+            == 0
+        )
+        vectors[name] = read_vectors(path).vectors.astype(np.float64)
+    expected = np.concatenate([vectors["a"], vectors["b"]], axis=1) / np.sqrt(2)
+    np.testing.assert_allclose(vectors["ab"], expected, atol=1e-5)
+    assert not np.allclose(vectors["a"], vectors["b"])  # two seeds, two different members
+
+
+def test_ensemble_usage_errors(run_dir, tmp_path, capsys):
+    assert cli_main(["ensemble", str(run_dir), "--out", str(run_dir)]) == 2
+    assert "is one of the input models" in capsys.readouterr().err
+    assert cli_main(["ensemble", str(tmp_path / "missing"), "--out", str(tmp_path / "o")]) == 2
+
+
 def test_average_models_usage_errors(run_dir, tmp_path, capsys):
     assert cli_main(["average-models", str(run_dir), "--out", str(run_dir)]) == 2
     assert "is one of the input models" in capsys.readouterr().err

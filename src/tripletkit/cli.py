@@ -714,6 +714,56 @@ command("average-models", "average the weights of fine-tuned models (a model sou
 
 
 # ----------------------------------------------------------------------------------------------
+# ensemble (tripletkit.models.ensemble)
+
+
+def _add_ensemble_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "models",
+        nargs="+",
+        metavar="MODEL",
+        help="run directories or saved model directories that read the same kind of input "
+        "(e.g. one recipe trained with different --seed)",
+    )
+    parser.add_argument(
+        "--out",
+        required=True,
+        help="directory to write: OUT/model (one model that embeds with every MODEL, its "
+        "cosine score the mean of theirs) and, when the first MODEL is a run directory, its "
+        "config.json, so OUT works wherever a run directory does",
+    )
+    parser.set_defaults(run=_run_ensemble)
+
+
+def _run_ensemble(args: argparse.Namespace) -> int:
+    import shutil
+    from pathlib import Path
+
+    from tripletkit.inference import load_run
+    from tripletkit.models import ensemble_models, save_model
+
+    out = Path(args.out)
+    if any(Path(m).resolve() == out.resolve() for m in args.models):
+        raise UsageError(f"--out {args.out!r} is one of the input models; choose a new directory")
+    runs = [load_run(path) for path in args.models]
+    combined = ensemble_models([run.model for run in runs])
+    save_model(combined, out / "model")
+    first_config = runs[0].directory / "config.json"
+    if (runs[0].directory / "model").is_dir() and first_config.is_file():
+        shutil.copyfile(first_config, out / "config.json")
+    print(
+        f"ensembled {len(runs)} models into {out / 'model'} "
+        f"({combined.embedding_dim}-d: each member's unit vector / sqrt({len(runs)}))"
+    )
+    return 0
+
+
+command("ensemble", "combine trained models into one whose cosine score is their mean")(
+    _add_ensemble_arguments
+)
+
+
+# ----------------------------------------------------------------------------------------------
 # report (tripletkit.report.command)
 
 from tripletkit.report.command import add_report_arguments  # noqa: E402

@@ -19,6 +19,7 @@ name                   backbone                                              def
 ``resnet34``           ResNet-34 from scratch                                128
 ``efficientnet_lite0`` EfficientNet-Lite0, bundled ImageNet weights [image]  128
 ``text_encoder``       transformer from a local dir (all-MiniLM-L6-v2) [text] 384 (no head)
+``ensemble``           several models as one (``ensemble_models``)           sum of members'
 =====================  ====================================================  ===============
 
 ``model.input_spec`` says what each expects; ``model.input_spec.prepare(images)`` converts raw
@@ -26,9 +27,10 @@ images (channels, scale, ImageNet normalisation for pretrained models).
 """
 
 # Importing the backbone modules registers their models.
-from tripletkit.models import cnn, efficientnet, mlp, resnet, text
+from tripletkit.models import cnn, efficientnet, ensemble, mlp, resnet, text
 from tripletkit.models.averaging import average_models
 from tripletkit.models.embedding import HEADS, EmbeddingModel, ProgressCallback, make_head
+from tripletkit.models.ensemble import ensemble_models
 from tripletkit.models.input_spec import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -64,6 +66,8 @@ __all__ = [
     "create_model",
     "create_model_from_config",
     "efficientnet",
+    "ensemble",
+    "ensemble_models",
     "get_model_entry",
     "list_models",
     "load_model",

@@ -1,0 +1,138 @@
+"""Several embedding models as one: an ensemble whose cosine score is the members' mean.
+
+Each member embeds the input; its unit vector is scaled by ``1/sqrt(n)`` and the ``n`` vectors are
+concatenated. The result has unit norm, and the dot product (cosine similarity) of two ensemble
+embeddings is the mean of the members' cosine similarities, so any index, evaluation or search
+that ranks by cosine distance ranks by the members' averaged scores, with no special code.
+
+Unlike :func:`~tripletkit.models.average_models` (a weight average, the inference cost of one
+model, which needs members fine-tuned from one starting point), an ensemble costs one forward
+pass per member and takes any members that read the same kind of input: seeds of one recipe,
+different recipes, different architectures. Fine-tuning runs of one recipe that differ only by
+seed disagree on many hard queries; averaging their scores removes part of that noise (on the
+WordNet benchmark, ``benchmarks/results/text_wordnet.md``, three seeds together gain about a
+point of Recall@1 over the seeds' mean).
+
+An ensemble is an ordinary registered model (``"ensemble"``, its members' configs in its
+config), so :func:`~tripletkit.models.save_model` / :func:`~tripletkit.models.load_model` and
+every command that takes a saved model work with it; ``tripletkit ensemble --model A --model B
+--out DIR`` writes one.
+
+>>> import torch
+>>> from tripletkit.models import create_model
+>>> first = create_model("mlp", in_features=4, embedding_dim=3)
+>>> second = create_model("mlp", in_features=4, embedding_dim=5)
+>>> both = ensemble_models([first, second])
+>>> x, y = torch.randn(2, 4), torch.randn(2, 4)
+>>> both.embedding_dim
+8
+>>> members = [(m(x) * m(y)).sum(1) for m in (first, second)]
+>>> torch.allclose((both(x) * both(y)).sum(1), (members[0] + members[1]) / 2, atol=1e-6)
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from tripletkit.models.embedding import EmbeddingModel
+from tripletkit.models.registry import create_model, create_model_from_config, register_model
+
+__all__ = ["EnsembleBackbone", "build_ensemble", "ensemble_models"]
+
+
+class EnsembleBackbone(nn.Module):
+    """The members' unit embeddings, each scaled by ``1/sqrt(n)``, concatenated: ``(B, Σ D_i)``.
+
+    Args:
+        members: one or more :class:`~tripletkit.models.embedding.EmbeddingModel` (or modules
+            with ``embedding_dim`` and ``input_spec``) that read the same kind of input. A member
+            that does not normalise its output is normalised here.
+    """
+
+    def __init__(self, members: Sequence[nn.Module]) -> None:
+        super().__init__()
+        members = list(members)
+        if not members:
+            raise ValueError("an ensemble needs at least one member; got none")
+        kinds = []
+        for i, member in enumerate(members):
+            dim = getattr(member, "embedding_dim", None)
+            if not isinstance(dim, int) or dim < 1:
+                raise TypeError(
+                    f"member {i} ({type(member).__name__}) has no positive int embedding_dim; "
+                    "expected an EmbeddingModel"
+                )
+            kinds.append(type(getattr(member, "input_spec", None)))
+        if len(set(kinds)) > 1:
+            names = ", ".join(f"member {i}: {kind.__name__}" for i, kind in enumerate(kinds))
+            raise ValueError(
+                f"the members of an ensemble must read the same kind of input; got {names}"
+            )
+        self.members = nn.ModuleList(members)
+        self.feature_dim = sum(member.embedding_dim for member in members)
+        self.input_spec = getattr(members[0], "input_spec", None)
+
+    def forward(self, inputs: Any) -> torch.Tensor:
+        scale = 1.0 / math.sqrt(len(self.members))
+        parts = [
+            nn.functional.normalize(member(inputs), p=2.0, dim=1, eps=1e-12) * scale
+            for member in self.members
+        ]
+        return torch.cat(parts, dim=1)
+
+
+@register_model(name="ensemble", embedding_dim=None, head="identity")
+def build_ensemble(members: list[dict[str, Any]] | None = None) -> nn.Module:
+    """Several models as one: their unit embeddings concatenated, cosine = members' mean."""
+    if not isinstance(members, (list, tuple)) or not members:
+        raise ValueError(
+            "the ensemble model needs members: a non-empty list of model configs "
+            "(model.config of each member); build one from trained models with ensemble_models"
+        )
+    built = []
+    for i, config in enumerate(members):
+        if not isinstance(config, dict):
+            raise ValueError(f"members[{i}] must be a model config dict; got {config!r}")
+        built.append(create_model_from_config(config))
+    return EnsembleBackbone(built)
+
+
+def ensemble_models(models: Sequence[EmbeddingModel]) -> EmbeddingModel:
+    """One model that embeds with every one of ``models`` (see the module docstring).
+
+    The members' weights are copied; ``models`` are left unchanged. The result is an
+    :class:`~tripletkit.models.embedding.EmbeddingModel` of the registered ``"ensemble"``
+    architecture, which :func:`~tripletkit.models.save_model` can write.
+
+    Raises:
+        ValueError: no models, or members that read different kinds of input.
+        TypeError: a member not built by :func:`~tripletkit.models.create_model` (it has no
+            config to rebuild it from).
+    """
+    models = list(models)
+    if not models:
+        raise ValueError("ensemble_models needs at least one model; got none")
+    configs = []
+    for i, model in enumerate(models):
+        config = getattr(model, "config", None)
+        if not isinstance(config, dict):
+            raise TypeError(
+                f"model {i} ({type(model).__name__}) has no config (it was not built by "
+                "create_model or load_model), so an ensemble of it could not be saved or rebuilt"
+            )
+        # Every weight comes from `models` (and, once saved, from the ensemble's own file), so
+        # the members are rebuilt without reading bundled pretrained weights.
+        configs.append({**config, "pretrained": False})
+    result = create_model("ensemble", members=configs)
+    for member, model in zip(result.backbone.members, models, strict=True):
+        member.load_state_dict(model.state_dict())
+    parameter = next(models[0].parameters(), None)
+    if parameter is not None:
+        result.to(parameter.device)
+    return result.eval()
