@@ -42,7 +42,7 @@ from tripletkit.evaluation.text import rank_metrics, rank_of_correct, text_parts
 from tripletkit.files import atomic_write_text
 from tripletkit.mining.lexical import mention_pairs
 from tripletkit.mining.negatives import mine_hard_negatives
-from tripletkit.models import average_models, create_model
+from tripletkit.models import average_models, create_model, ensemble_models
 from tripletkit.models.cross_encoder import CrossEncoder
 from tripletkit.models.text import bundled_text_model_path, embed_texts
 from tripletkit.training.cross_encoder import train_cross_encoder
@@ -421,20 +421,6 @@ def tripletkit_encoder(model: torch.nn.Module) -> Callable[[list[str]], Any]:
     return lambda texts: embed_texts(model, texts, batch_size=128)
 
 
-def ensemble_encoder(models: list[torch.nn.Module]) -> Callable[[list[str]], Any]:
-    """Embed with every model and concatenate the unit vectors, scaled by 1/sqrt(len(models)):
-    the cosine score of two such vectors is the mean of the members' cosine scores."""
-
-    def encode(texts: list[str]) -> Any:
-        parts = [
-            torch.nn.functional.normalize(embed_texts(m, texts, batch_size=128), dim=1)
-            for m in models
-        ]
-        return torch.cat(parts, dim=1) / len(models) ** 0.5
-
-    return encode
-
-
 #: (recipe, R@1, R@10, MRR@10, training seconds) as published with the protocol.
 PUBLISHED = [
     ("untuned all-MiniLM-L6-v2", 0.213, 0.443, 0.284, "—"),
@@ -583,7 +569,7 @@ def _tripletkit_soup(
     # The members as an ensemble too (each query and document embedded by every member, the
     # unit vectors concatenated: the mean of the members' cosine scores), for comparison with
     # the soup, which costs one model at inference.
-    ensemble = evaluate(ensemble_encoder(members), task)
+    ensemble = evaluate(tripletkit_encoder(ensemble_models(members)), task)
     extra["ensemble"] = {k: round(v, 4) for k, v in ensemble.items()}
     print(json.dumps({"ensemble": extra["ensemble"]}), file=sys.stderr, flush=True)
     return average_models(members), seconds, extra
@@ -618,6 +604,8 @@ _BEST = {
     "corpus_negatives": 3,
     "corpus_mining_options": {"rank_range": (1, 10), "max_score_ratio": 0.95},
 }
+
+_BEST_NAME = "tk-mnrl-hb-remine-2ep-unused3-lr2e4"
 
 TRIPLETKIT_RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
     "tk-triplet-hn-remine": (
@@ -802,6 +790,44 @@ TRIPLETKIT_RECIPES: dict[str, tuple[str, dict[str, Any]]] = {
         "seed for the recipe's level",
         {**_BEST, "seed": 2},
     ),
+    "tk-mnrl-hb-remine-2ep-unused3-lr2e4-ens2": (
+        "tk-mnrl-hb-remine-2ep-unused3-lr2e4 trained with seeds 0 and 1, the two models as one "
+        "ensemble (tripletkit.models.ensemble_models: each text embedded by both, the cosine "
+        "score their mean): twice the training and the inference",
+        {"ensemble_of": (_BEST_NAME, f"{_BEST_NAME}-seed1")},
+    ),
+    "tk-mnrl-hb-remine-2ep-unused3-lr2e4-ens2-seeds23": (
+        "as tk-mnrl-hb-remine-2ep-unused3-lr2e4-ens2, seeds 2 and 3: a second instance of the "
+        "two-seed ensemble",
+        {"ensemble_of": (f"{_BEST_NAME}-seed2", f"{_BEST_NAME}-seed3")},
+    ),
+    "tk-mnrl-hb-remine-2ep-unused3-lr2e4-ens3": (
+        "tk-mnrl-hb-remine-2ep-unused3-lr2e4 trained with seeds 0, 1 and 2, the three models as "
+        "one ensemble (tripletkit.models.ensemble_models: each text embedded by all three, the "
+        "cosine score their mean): three times the training and the inference",
+        {"ensemble_of": (_BEST_NAME, f"{_BEST_NAME}-seed1", f"{_BEST_NAME}-seed2")},
+    ),
+    "tk-mnrl-hb-remine-2ep-unused3-lr2e4-ens3-seeds123": (
+        "as tk-mnrl-hb-remine-2ep-unused3-lr2e4-ens3, seeds 1, 2 and 3: a second instance of "
+        "the three-seed ensemble (it shares two members with the first)",
+        {"ensemble_of": tuple(f"{_BEST_NAME}-seed{s}" for s in (1, 2, 3))},
+    ),
+    "tk-mnrl-hb-remine-2ep-unused3-lr2e4-ens4": (
+        "tk-mnrl-hb-remine-2ep-unused3-lr2e4 trained with seeds 0, 1, 2 and 3, the four models "
+        "as one ensemble (tripletkit.models.ensemble_models): four times the training and the "
+        "inference",
+        {"ensemble_of": (_BEST_NAME, *(f"{_BEST_NAME}-seed{s}" for s in (1, 2, 3)))},
+    ),
+    "tk-mnrl-hb-remine-2ep-unused3-lr2e4-b16-bf16": (
+        "as tk-mnrl-hb-remine-2ep-unused3-lr2e4, batch 16 (four hard groups of 4 a step, twice "
+        "the steps), in bfloat16 autocast",
+        {**_BEST, "batch_size": 16, "precision": "bf16"},
+    ),
+    "tk-mnrl-hb-remine-2ep-unused3-lr2e4-bf16": (
+        "tk-mnrl-hb-remine-2ep-unused3-lr2e4 in bfloat16 autocast (train_text_pairs' "
+        "precision='bf16'): the level the bf16 variations compare with",
+        {**_BEST, "precision": "bf16"},
+    ),
     "tk-mnrl-hb-remine-2ep-unused3-lr2e4-seed3": (
         "tk-mnrl-hb-remine-2ep-unused3-lr2e4 with seed 3 (pair order and dropout): a fourth "
         "seed for the recipe's level",
@@ -861,6 +887,8 @@ def _trained_recipe(
     from safetensors.torch import load_file, save_file
 
     _, options = TRIPLETKIT_RECIPES[name]
+    if "ensemble_of" in options:
+        return _tripletkit_ensemble(task, options["ensemble_of"], models_dir)
     weights = None if models_dir is None else models_dir / f"{name}.safetensors"
     about = None if weights is None else weights.with_suffix(".json")
     if weights is not None and weights.is_file() and about.is_file():
@@ -889,6 +917,28 @@ def _trained_recipe(
         }
         atomic_write_text(about, json.dumps(kept, indent=1) + "\n")
     return model, seconds, cpu_seconds, extra
+
+
+def _tripletkit_ensemble(
+    task: WordNetRetrievalTask, members: tuple[str, ...], models_dir: Path | None
+) -> tuple[torch.nn.Module, float, float, dict[str, Any]]:
+    """The recipes ``members`` trained (or loaded from ``models_dir``) and combined by
+    :func:`tripletkit.models.ensemble_models`: each text embedded by every member, the cosine
+    score the members' mean. Training seconds are the members' sum."""
+    models, seconds, cpu_seconds, mining_seconds, steps = [], 0.0, 0.0, 0.0, 0
+    for member in members:
+        model, member_seconds, member_cpu, extra = _trained_recipe(member, task, models_dir)
+        models.append(model)
+        seconds += member_seconds
+        cpu_seconds += member_cpu
+        mining_seconds += extra.get("mining_seconds", 0.0)
+        steps += extra.get("steps", 0)
+    extra = {
+        "mining_seconds": round(mining_seconds, 1),
+        "steps": steps,
+        "ensemble_members": list(members),
+    }
+    return ensemble_models(models), seconds, cpu_seconds, extra
 
 
 def run_recipe(
