@@ -112,7 +112,41 @@ def test_errors_name_what_is_wrong() -> None:
     image = create_model("small_cnn")
     with pytest.raises(ValueError, match=r"same kind of input.*VectorInputSpec.*ImageInputSpec"):
         ensemble_models([_mlp(0, 3), image])
+    with pytest.raises(ValueError, match=r"same input.*in_features=6.*in_features=4"):
+        ensemble_models([_mlp(0, 3), _mlp(1, 3, in_features=4)])
+    with pytest.raises(ValueError, match="same input"):  # normalised differently
+        ensemble_models([image, create_model("small_cnn", in_channels=3)])
     with pytest.raises(ValueError, match="needs members"):
         create_model("ensemble")
     with pytest.raises(ValueError, match=r"members\[0\] must be a model config"):
         create_model("ensemble", members=["mlp"])
+
+
+def test_nested_ensembles_weigh_every_leaf_model_equally() -> None:
+    first, second, third = _mlp(0, 3), _mlp(1, 2), _mlp(2, 4)
+    nested = ensemble_models([ensemble_models([first, second]), third])
+    flat = ensemble_models([first, second, third])
+    assert len(nested.backbone.members) == 3
+    x = torch.randn(5, 6)
+    torch.testing.assert_close(nested.embed(x), flat.embed(x), atol=0, rtol=0)
+
+
+def test_a_members_training_only_projector_is_left_out() -> None:
+    torch.manual_seed(0)
+    with_projector = create_model("mlp", in_features=6, embedding_dim=3, projector=[8, 2])
+    both = ensemble_models([with_projector, _mlp(1, 3)])
+    assert all("projector" not in m for m in both.config["members"])
+    assert not any(k.startswith("backbone.members.0.projector") for k in both.state_dict())
+    x = torch.randn(4, 6)
+    with torch.no_grad():
+        expected = _unit64(with_projector(x)) / math.sqrt(2)  # the embedding, not the projection
+    torch.testing.assert_close(both.embed(x)[:, :3].double(), expected, atol=1e-6, rtol=0)
+
+
+def test_text_members_may_truncate_at_different_lengths() -> None:
+    short, full = create_model("text_encoder", max_length=8), create_model("text_encoder")
+    both = ensemble_models([short, full])
+    text = ["a long definition " * 10]
+    expected = torch.cat([short.embed(text), full.embed(text)], dim=1) / math.sqrt(2)
+    torch.testing.assert_close(both.embed(text), expected, atol=1e-5, rtol=0)
+    assert not torch.allclose(short.embed(text), full.embed(text))  # truncation mattered

@@ -15,8 +15,8 @@ point of Recall@1 over the seeds' mean).
 
 An ensemble is an ordinary registered model (``"ensemble"``, its members' configs in its
 config), so :func:`~tripletkit.models.save_model` / :func:`~tripletkit.models.load_model` and
-every command that takes a saved model work with it; ``tripletkit ensemble --model A --model B
---out DIR`` writes one.
+every command that takes a saved model work with it; ``tripletkit ensemble RUN_A RUN_B --out DIR``
+writes one. The ensemble embeds in float32 whatever its members' dtype.
 
 >>> import torch
 >>> from tripletkit.models import create_model
@@ -41,6 +41,7 @@ import torch
 from torch import nn
 
 from tripletkit.models.embedding import EmbeddingModel
+from tripletkit.models.input_spec import TextInputSpec
 from tripletkit.models.registry import create_model, create_model_from_config, register_model
 
 __all__ = ["EnsembleBackbone", "build_ensemble", "ensemble_models"]
@@ -60,7 +61,7 @@ class EnsembleBackbone(nn.Module):
         members = list(members)
         if not members:
             raise ValueError("an ensemble needs at least one member; got none")
-        kinds = []
+        specs = []
         for i, member in enumerate(members):
             dim = getattr(member, "embedding_dim", None)
             if not isinstance(dim, int) or dim < 1:
@@ -68,12 +69,22 @@ class EnsembleBackbone(nn.Module):
                     f"member {i} ({type(member).__name__}) has no positive int embedding_dim; "
                     "expected an EmbeddingModel"
                 )
-            kinds.append(type(getattr(member, "input_spec", None)))
-        if len(set(kinds)) > 1:
-            names = ", ".join(f"member {i}: {kind.__name__}" for i, kind in enumerate(kinds))
-            raise ValueError(
-                f"the members of an ensemble must read the same kind of input; got {names}"
-            )
+            specs.append(getattr(member, "input_spec", None))
+        first = specs[0]
+        for i, spec in enumerate(specs[1:], start=1):
+            if type(spec) is not type(first):
+                raise ValueError(
+                    "the members of an ensemble must read the same kind of input; got member 0: "
+                    f"{type(first).__name__}, member {i}: {type(spec).__name__}"
+                )
+            # Text members tokenise their own strings (each to its own max_length); images and
+            # vectors are prepared once, by the first member's spec, so those must be equal.
+            if not isinstance(spec, TextInputSpec) and spec != first:
+                raise ValueError(
+                    "the members of an ensemble must take the same input (images and vectors "
+                    f"are prepared once for all of them); member 0 takes {first!r}, member {i} "
+                    f"takes {spec!r}"
+                )
         self.members = nn.ModuleList(members)
         self.feature_dim = sum(member.embedding_dim for member in members)
         self.input_spec = getattr(members[0], "input_spec", None)
@@ -108,17 +119,21 @@ def ensemble_models(models: Sequence[EmbeddingModel]) -> EmbeddingModel:
 
     The members' weights are copied; ``models`` are left unchanged. The result is an
     :class:`~tripletkit.models.embedding.EmbeddingModel` of the registered ``"ensemble"``
-    architecture, which :func:`~tripletkit.models.save_model` can write.
+    architecture, which :func:`~tripletkit.models.save_model` can write. An ensemble among
+    ``models`` contributes its members (every leaf model weighs the same); a member's
+    training-only projector is left out (the ensemble combines embeddings, and has no
+    projection of its own).
 
     Raises:
-        ValueError: no models, or members that read different kinds of input.
+        ValueError: no models, members that read different kinds of input, or image or
+            vector members that take different inputs (shape, channels, normalisation).
         TypeError: a member not built by :func:`~tripletkit.models.create_model` (it has no
             config to rebuild it from).
     """
-    models = list(models)
+    models = _flattened(models)
     if not models:
         raise ValueError("ensemble_models needs at least one model; got none")
-    configs = []
+    configs, states = [], []
     for i, model in enumerate(models):
         config = getattr(model, "config", None)
         if not isinstance(config, dict):
@@ -127,12 +142,30 @@ def ensemble_models(models: Sequence[EmbeddingModel]) -> EmbeddingModel:
                 "create_model or load_model), so an ensemble of it could not be saved or rebuilt"
             )
         # Every weight comes from `models` (and, once saved, from the ensemble's own file), so
-        # the members are rebuilt without reading bundled pretrained weights.
+        # the members are rebuilt without reading bundled pretrained weights. A training-only
+        # projector is left out: the ensemble combines the members' embeddings.
+        config = {k: v for k, v in config.items() if k not in ("projector", "projector_frozen")}
         configs.append({**config, "pretrained": False})
+        states.append(
+            {k: v for k, v in model.state_dict().items() if not k.startswith("projector.")}
+        )
     result = create_model("ensemble", members=configs)
-    for member, model in zip(result.backbone.members, models, strict=True):
-        member.load_state_dict(model.state_dict())
+    for member, state in zip(result.backbone.members, states, strict=True):
+        member.load_state_dict(state)
     parameter = next(models[0].parameters(), None)
     if parameter is not None:
         result.to(parameter.device)
     return result.eval()
+
+
+def _flattened(models: Sequence[EmbeddingModel]) -> list[EmbeddingModel]:
+    """``models`` with every ensemble replaced by its members, so that an ensemble of ensembles
+    weighs every leaf model equally."""
+    flat: list[EmbeddingModel] = []
+    for model in models:
+        backbone = getattr(model, "backbone", None)
+        if isinstance(backbone, EnsembleBackbone):
+            flat.extend(_flattened(list(backbone.members)))
+        else:
+            flat.append(model)
+    return flat
