@@ -665,19 +665,23 @@ command("index", "build, search or inspect a vector index")(_add_index_arguments
 # average-models (tripletkit.models.averaging)
 
 
-def _add_average_models_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "models",
-        nargs="+",
-        metavar="MODEL",
-        help="run directories or saved model directories of one architecture, fine-tuned from "
-        "the same starting weights (e.g. the same recipe with different --seed)",
-    )
+def _add_models_and_out(parser: argparse.ArgumentParser, models: str, result: str) -> None:
+    """The MODEL... and --out arguments of the commands that combine models into one."""
+    parser.add_argument("models", nargs="+", metavar="MODEL", help=models)
     parser.add_argument(
         "--out",
         required=True,
-        help="directory to write: OUT/model (the averaged model) and, when the first MODEL is a "
-        "run directory, its config.json, so OUT works wherever a run directory does",
+        help=f"directory to write: OUT/model ({result}) and, when the first MODEL is a run "
+        "directory, its config.json, so OUT works wherever a run directory does",
+    )
+
+
+def _add_average_models_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_models_and_out(
+        parser,
+        "run directories or saved model directories of one architecture, fine-tuned from the "
+        "same starting weights (e.g. the same recipe with different --seed)",
+        "the averaged model",
     )
     parser.add_argument(
         "--weights", help="one non-negative weight per model, comma-separated (default: uniform)"
@@ -685,26 +689,38 @@ def _add_average_models_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(run=_run_average_models)
 
 
-def _run_average_models(args: argparse.Namespace) -> int:
+def _write_combined_model(
+    args: argparse.Namespace, combine: Callable[[list], object]
+) -> tuple[str, object]:
+    """Load ``args.models`` (run or model directories), save ``combine(models)`` as
+    ``args.out/model`` and, when the first is a run directory, copy its config.json beside it;
+    returns the model directory written and the combined model."""
     import shutil
     from pathlib import Path
 
     from tripletkit.inference import load_run
-    from tripletkit.models import average_models, save_model
+    from tripletkit.models import save_model
 
-    weights = _float_list(args.weights, "--weights") if args.weights else None
-    if weights is not None and len(weights) != len(args.models):
-        raise UsageError(f"--weights has {len(weights)} values for {len(args.models)} models")
     out = Path(args.out)
     if any(Path(m).resolve() == out.resolve() for m in args.models):
         raise UsageError(f"--out {args.out!r} is one of the input models; choose a new directory")
     runs = [load_run(path) for path in args.models]
-    soup = average_models([run.model for run in runs], weights=weights)
-    save_model(soup, out / "model")
+    combined = combine([run.model for run in runs])
+    save_model(combined, out / "model")
     first_config = runs[0].directory / "config.json"
     if (runs[0].directory / "model").is_dir() and first_config.is_file():
         shutil.copyfile(first_config, out / "config.json")
-    print(f"averaged {len(runs)} models into {out / 'model'}")
+    return str(out / "model"), combined
+
+
+def _run_average_models(args: argparse.Namespace) -> int:
+    from tripletkit.models import average_models
+
+    weights = _float_list(args.weights, "--weights") if args.weights else None
+    if weights is not None and len(weights) != len(args.models):
+        raise UsageError(f"--weights has {len(weights)} values for {len(args.models)} models")
+    written, _ = _write_combined_model(args, lambda models: average_models(models, weights))
+    print(f"averaged {len(args.models)} models into {written}")
     return 0
 
 
@@ -718,42 +734,23 @@ command("average-models", "average the weights of fine-tuned models (a model sou
 
 
 def _add_ensemble_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "models",
-        nargs="+",
-        metavar="MODEL",
-        help="run directories or saved model directories that read the same kind of input "
-        "(e.g. one recipe trained with different --seed)",
-    )
-    parser.add_argument(
-        "--out",
-        required=True,
-        help="directory to write: OUT/model (one model that embeds with every MODEL, its "
-        "cosine score the mean of theirs) and, when the first MODEL is a run directory, its "
-        "config.json, so OUT works wherever a run directory does",
+    _add_models_and_out(
+        parser,
+        "run directories or saved model directories that read the same kind of input (e.g. "
+        "one recipe trained with different --seed)",
+        "one model that embeds with every MODEL, its cosine score the mean of theirs",
     )
     parser.set_defaults(run=_run_ensemble)
 
 
 def _run_ensemble(args: argparse.Namespace) -> int:
-    import shutil
-    from pathlib import Path
+    from tripletkit.models import ensemble_models
 
-    from tripletkit.inference import load_run
-    from tripletkit.models import ensemble_models, save_model
-
-    out = Path(args.out)
-    if any(Path(m).resolve() == out.resolve() for m in args.models):
-        raise UsageError(f"--out {args.out!r} is one of the input models; choose a new directory")
-    runs = [load_run(path) for path in args.models]
-    combined = ensemble_models([run.model for run in runs])
-    save_model(combined, out / "model")
-    first_config = runs[0].directory / "config.json"
-    if (runs[0].directory / "model").is_dir() and first_config.is_file():
-        shutil.copyfile(first_config, out / "config.json")
+    written, combined = _write_combined_model(args, ensemble_models)
+    count = len(combined.backbone.members)
     print(
-        f"ensembled {len(runs)} models into {out / 'model'} "
-        f"({combined.embedding_dim}-d: each member's unit vector / sqrt({len(runs)}))"
+        f"ensembled {count} models into {written} "
+        f"({combined.embedding_dim}-d: each member's unit vector / sqrt({count}))"
     )
     return 0
 
